@@ -1,0 +1,253 @@
+"""The reconciliation pass: joins waiting events to their contracts, re-examines every contract that
+changed (or whose window closed), and writes what opened, closed or moved, chunk by chunk.
+
+Incremental by default: its cost follows the dirty marks and the closed windows, not the size of the
+store. `full=True` re-examines every contract and must agree with the incremental passes."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, update
+
+from collector import conventions as c
+from collector.documents import Documents, assemble
+from collector.ingest import JOIN_REFS, refs_of, resolve
+from collector.model import CanonicalEvent, parse_event
+from collector.money import show, to_micros
+from collector.policy import Policy
+from collector.reconcile import Finding, reconcile
+from collector.schema import contracts, dirty, events, mismatches, ref_map
+from collector.sqlutil import insert_ignore, upsert
+from collector.timeutil import from_us, to_us
+from collector.trace import Summary, summarize
+
+CHUNK = 500
+LAG_COLUMNS = {c.HOPS[0]: "lag_order_to_invoice", c.HOPS[1]: "lag_invoice_to_posting",
+               c.HOPS[2]: "lag_invoice_to_payment"}
+OnLag = Callable[[str, str, float], None]
+
+
+@dataclass
+class PassResult:
+    evaluated: int = 0
+    opened: int = 0
+    closed: int = 0
+    updated: int = 0
+    resolved: int = 0
+    full: bool = False
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_event(body: str) -> CanonicalEvent:
+    return parse_event(orjson.loads(body))
+
+
+def orphan_scope(ev: CanonicalEvent) -> str:
+    return f"~{ev.source}/{ev.event_id}"
+
+
+class Reconciler:
+    def __init__(self, engine: Engine, policy: Policy, clock_us: Callable[[], int], on_lag: OnLag | None = None,
+                 read_engine: Engine | None = None):
+        self.engine, self.policy, self.clock_us, self.on_lag = engine, policy, clock_us, on_lag
+        self.read_engine = read_engine if read_engine is not None else engine
+
+    def run(self, full: bool = False) -> PassResult:
+        started = time.perf_counter()
+        now_us = self.clock_us()
+        res = PassResult(full=full)
+        self._join_waiting(now_us, res)
+        batches = self._all_keys() if full else self._changed_keys(now_us)
+        for keys in batches:
+            with self.engine.begin() as conn:
+                new_lags = self._evaluate(conn, keys, now_us, res)
+            if self.on_lag is not None:  # after the commit, so that a rolled-back chunk counts nothing
+                for hop, entity, lag in new_lags:
+                    self.on_lag(hop, entity, lag)
+        res.seconds = round(time.perf_counter() - started, 6)
+        return res
+
+    # -- which contracts
+
+    def _changed_keys(self, now_us: int) -> Iterator[list[str]]:
+        yield from self._paged(select(dirty.c.contract_key), dirty.c.contract_key)
+        yield from self._paged(select(contracts.c.contract_key).where(contracts.c.next_due_us <= now_us),
+                               contracts.c.contract_key)
+
+    def _all_keys(self) -> Iterator[list[str]]:
+        yield from self._paged(select(events.c.contract_key).where(events.c.contract_key.is_not(None)).distinct(),
+                               events.c.contract_key)
+        # Contracts marked dirty but without events cannot exist; marks left by a crash are cleared here too.
+        yield from self._paged(select(dirty.c.contract_key), dirty.c.contract_key)
+
+    def _paged(self, query: Any, key: Any) -> Iterator[list[str]]:
+        last: str | None = None
+        while True:
+            q = query.order_by(key).limit(CHUNK)
+            if last is not None:
+                q = q.where(key > last)
+            with self.read_engine.connect() as conn:
+                keys = [r[0] for r in conn.execute(q)]
+            if not keys:
+                return
+            yield keys
+            last = keys[-1]
+
+    # -- joining events whose contract was not known at ingest
+
+    def _join_waiting(self, now_us: int, res: PassResult) -> None:
+        while True:
+            with self.engine.begin() as conn:
+                rows = conn.execute(select(events.c.id, events.c.body).where(events.c.contract_key.is_(None))
+                                    .order_by(events.c.id)).all()
+                if not rows:
+                    return
+                waiting = [(r[0], load_event(r[1])) for r in rows]
+                joined = self._join(conn, waiting)
+                res.resolved += len(joined)
+                scopes: dict[str, tuple[list[Finding], None]] = {}
+                for row_id, ev in waiting:
+                    if row_id in joined:
+                        scopes[orphan_scope(ev)] = ([], None)  # it joined a contract: its orphan closes
+                    else:
+                        found, _ = reconcile(self._assemble([ev]), from_us(now_us), self.policy)
+                        scopes[orphan_scope(ev)] = (found, None)
+                self._write_findings(conn, scopes, now_us, res)
+            if not joined:
+                return
+
+    def _join(self, conn: Connection, waiting: list[tuple[int, CanonicalEvent]]) -> dict[int, str]:
+        pairs = sorted({(k, ev.refs[k]) for _, ev in waiting for k in JOIN_REFS if k in ev.refs})
+        known: dict[tuple[str, str], str] = {}
+        for i in range(0, len(pairs), 400):
+            part = pairs[i:i + 400]
+            for kind, ref, key in conn.execute(select(ref_map.c.kind, ref_map.c.ref, ref_map.c.contract_key).where(
+                    ref_map.c.kind.in_({p[0] for p in part}), ref_map.c.ref.in_({p[1] for p in part}))):
+                known[(kind, ref)] = key
+        joined: dict[int, str] = {}
+        refs: list[dict[str, str]] = []
+        for row_id, ev in waiting:
+            key = resolve(ev, known)
+            if key is not None:
+                joined[row_id] = key
+                refs.extend(refs_of(ev, key))
+        if joined:
+            conn.execute(update(events).where(events.c.id == bindparam("rid")).values(contract_key=bindparam("key")),
+                         [{"rid": rid, "key": key} for rid, key in joined.items()])
+            insert_ignore(conn, ref_map, sorted({(r["kind"], r["ref"]): r for r in refs}.values(),
+                                                key=lambda r: (r["kind"], r["ref"])), ["kind", "ref"])
+            upsert(conn, dirty, [{"contract_key": k, "token": 0} for k in sorted(set(joined.values()))],
+                   ["contract_key"])
+        return joined
+
+    # -- one chunk of contracts
+
+    def _assemble(self, evs: Sequence[CanonicalEvent]) -> Documents:
+        return assemble(evs, self.policy.duplicate_window)
+
+    def _evaluate(self, conn: Connection, keys: list[str], now_us: int,
+                  res: PassResult) -> list[tuple[str, str, float]]:
+        """Re-examine these contracts; answers the hop lags that became known, to be counted once."""
+        marks = dict(conn.execute(select(dirty.c.contract_key, dirty.c.token).where(dirty.c.contract_key.in_(keys))).all())
+        by_key: dict[str, list[CanonicalEvent]] = defaultdict(list)
+        for key, body in conn.execute(select(events.c.contract_key, events.c.body)
+                                      .where(events.c.contract_key.in_(keys))):
+            by_key[key].append(load_event(body))
+        prev = {r[0]: r[1:] for r in conn.execute(select(
+            contracts.c.contract_key, *(contracts.c[col] for col in LAG_COLUMNS.values()))
+            .where(contracts.c.contract_key.in_(keys)))}
+        now = from_us(now_us)
+        scopes: dict[str, tuple[list[Finding], str]] = {}
+        rows: list[dict[str, Any]] = []
+        new_lags: list[tuple[str, str, float]] = []
+        for key in keys:
+            evs = by_key.get(key)
+            if not evs:
+                continue
+            docs = self._assemble(evs)
+            found, due = reconcile(docs, now, self.policy)
+            summary = summarize(docs)
+            scopes[key] = (found, key)
+            rows.append(_contract_row(key, docs, summary, due, now_us))
+            before = prev.get(key)
+            for i, (hop, lag) in enumerate(summary.lags.items()):
+                if lag is not None and (before is None or before[i] is None):
+                    new_lags.append((hop, summary.entity or "none", lag))
+        res.evaluated += len(rows)
+        self._write_findings(conn, scopes, now_us, res)
+        upsert(conn, contracts, rows, ["contract_key"])
+        if marks:
+            conn.execute(delete(dirty).where(and_(dirty.c.contract_key == bindparam("k"),
+                                                  dirty.c.token == bindparam("t"))),
+                         [{"k": k, "t": t} for k, t in marks.items()])
+        return new_lags
+
+    def _write_findings(self, conn: Connection, scopes: dict[str, tuple[list[Finding], str | None]],
+                        now_us: int, res: PassResult) -> None:
+        """Open what is new, close what no longer holds, update what moved; one scope is one contract."""
+        if not scopes:
+            return
+        cols = (mismatches.c.id, mismatches.c.scope, mismatches.c.kind, mismatches.c.subject,
+                mismatches.c.amount_at_risk, mismatches.c.currency, mismatches.c.evidence, mismatches.c.leakage_micros)
+        current: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        names = list(scopes)
+        for i in range(0, len(names), CHUNK):
+            q = select(*cols).where(mismatches.c.scope.in_(names[i:i + CHUNK]), mismatches.c.state == "open")
+            for r in conn.execute(q):
+                current[(r[1], r[2], r[3])] = tuple(r)
+        inserts: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
+        for scope, (found, contract_id) in scopes.items():
+            for f in found:
+                ident = (scope, f.kind, f.subject)
+                row = _mismatch_row(f, scope, None if f.orphan else contract_id, now_us)
+                old = current.pop(ident, None)
+                if old is None:
+                    inserts.append(row)
+                elif (old[4], old[5], old[6], old[7]) != (row["amount_at_risk"], row["currency"], row["evidence"],
+                                                          row["leakage_micros"]):
+                    changes.append({"mid": old[0], **{k: row[k] for k in ("amount_at_risk", "amount_micros",
+                                                                         "currency", "evidence", "leakage_micros")}})
+        if inserts:
+            conn.execute(mismatches.insert(), inserts)
+        if changes:
+            conn.execute(update(mismatches).where(mismatches.c.id == bindparam("mid")).values(
+                amount_at_risk=bindparam("amount_at_risk"), amount_micros=bindparam("amount_micros"),
+                currency=bindparam("currency"), evidence=bindparam("evidence"),
+                leakage_micros=bindparam("leakage_micros")), changes)
+        if current:
+            conn.execute(update(mismatches).where(mismatches.c.id == bindparam("mid")).values(
+                state="closed", closed_us=now_us), [{"mid": old[0]} for old in current.values()])
+        res.opened += len(inserts)
+        res.updated += len(changes)
+        res.closed += len(current)
+
+
+def _mismatch_row(f: Finding, scope: str, contract_id: str | None, now_us: int) -> dict[str, Any]:
+    return {"scope": scope, "kind": f.kind, "subject": f.subject, "contract_id": contract_id, "state": "open",
+            "amount_at_risk": show(f.amount), "amount_micros": to_micros(f.amount), "currency": f.currency,
+            "leakage_micros": None if f.leakage is None else to_micros(f.leakage), "detected_us": now_us,
+            "closed_us": None, "evidence": orjson.dumps(list(f.evidence)).decode()}
+
+
+def _contract_row(key: str, docs: Documents, s: Summary, due: datetime | None, now_us: int) -> dict[str, Any]:
+    ordered = s.stages.get("ordered")
+    first_at = ordered.at if ordered is not None else docs.latest_at
+    return {
+        "contract_key": key, "stage": s.stage, "currency": s.currency, "entity": s.entity,
+        "ordered_us": to_us(first_at) if first_at is not None else None,
+        "next_due_us": to_us(due) if due is not None else None,
+        "booked_micros": to_micros(s.amount("ordered")), "invoiced_micros": to_micros(s.amount("invoiced")),
+        "posted_micros": to_micros(s.amount("posted")), "collected_micros": to_micros(s.amount("paid")),
+        **{col: s.lags[hop] for hop, col in LAG_COLUMNS.items()},
+        "updated_us": now_us,
+    }

@@ -1,0 +1,67 @@
+"""Prometheus metrics of the collector. Counters live in the process; the store-backed gauges are read
+from the store at scrape time, so every replica reports the same truth."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select
+
+from collector import conventions as c
+from collector.money import SCALE
+from collector.schema import contracts, mismatches
+
+LAG_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 604800,
+               1209600, 2592000, float("inf"))
+
+
+def _bare(name: str) -> str:
+    """prometheus_client adds the _total suffix of a counter itself."""
+    return name.removesuffix("_total")
+
+
+class CollectorMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.ingested = Counter(_bare(c.METRIC_EVENTS_INGESTED), "Events stored, by source and type.",
+                                ["source", "type"], registry=registry)
+        self.rejected = Counter(_bare(c.METRIC_EVENTS_REJECTED), "Events refused, by source and the field at fault.",
+                                ["source", "reason"], registry=registry)
+        self.duplicates = Counter(_bare(c.METRIC_EVENTS_DUPLICATE), "Replays of stored events, by source.",
+                                  ["source"], registry=registry)
+        self.lag = Histogram(c.METRIC_STAGE_LAG, "Seconds from one stage to the next, each hop once per contract.",
+                             ["hop", "entity"], buckets=LAG_BUCKETS, registry=registry)
+
+    def observe_lag(self, hop: str, entity: str, seconds: float) -> None:
+        self.lag.labels(hop=hop, entity=entity).observe(max(seconds, 0.0))
+
+
+class StoreGauges(Collector):
+    """revtrace_contracts, revtrace_open_mismatches and revtrace_amount_at_risk, queried in collect()."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        by_stage = GaugeMetricFamily(c.METRIC_CONTRACTS, "Contracts by the furthest stage reached.", labels=["stage"])
+        open_n = GaugeMetricFamily(c.METRIC_OPEN_MISMATCHES, "Open mismatches by kind.", labels=["kind"])
+        risk = GaugeMetricFamily(c.METRIC_AMOUNT_AT_RISK, "Money at risk in open mismatches.",
+                                 labels=["kind", "currency"])
+        with self.engine.connect() as conn:
+            stages = dict(conn.execute(select(contracts.c.stage, func.count()).group_by(contracts.c.stage)).all())
+            rows = conn.execute(select(mismatches.c.kind, mismatches.c.currency, func.count(),
+                                       func.sum(mismatches.c.amount_micros))
+                                .where(mismatches.c.state == "open")
+                                .group_by(mismatches.c.kind, mismatches.c.currency)).all()
+        for stage in c.STAGES:
+            by_stage.add_metric([stage], stages.get(stage, 0))
+        counts = dict.fromkeys(c.MISMATCH_KINDS, 0)
+        for kind, cur, n, micros in rows:
+            counts[kind] = counts.get(kind, 0) + n
+            risk.add_metric([kind, cur], (micros or 0) / SCALE)
+        for kind, n in counts.items():
+            open_n.add_metric([kind], n)
+        yield by_stage
+        yield open_n
+        yield risk

@@ -1,0 +1,35 @@
+"""The few statements whose spelling differs between SQLite and PostgreSQL."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING."""
+    if not rows:
+        return
+    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=list(keys))
+    conn.execute(stmt, list(rows))
+
+
+def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE every other column."""
+    if not rows:
+        return
+    ins = dialect_insert(conn, table)
+    others = [c for c in rows[0] if c not in keys]
+    stmt = ins.on_conflict_do_update(index_elements=list(keys),
+                                     set_={c: getattr(ins.excluded, c) for c in others})
+    conn.execute(stmt, list(rows))
+
+
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]

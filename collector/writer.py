@@ -1,0 +1,85 @@
+"""Group commit: concurrent ingest requests are written together, one transaction per round, and each is
+answered only after the commit that holds its events. Past `max_pending` waiting events new requests are
+refused (429) rather than queued without bound."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import Executor
+
+from collector.ingest import EventStore
+from collector.model import CanonicalEvent
+
+ROUND_EVENTS = 20_000
+
+
+class Overloaded(Exception):
+    """Too many events wait for the store; the client should retry later."""
+
+
+class BatchWriter:
+    def __init__(self, store: EventStore, executor: Executor, max_pending: int = 200_000):
+        self.store, self.executor, self.max_pending = store, executor, max_pending
+        self._queue: list[tuple[Sequence[CanonicalEvent], asyncio.Future[list[bool]]]] = []
+        self._pending = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def submit(self, batch: Sequence[CanonicalEvent]) -> list[bool]:
+        """Which events were new; returns once they are committed."""
+        if not batch:
+            return []
+        if self._closing:
+            raise Overloaded("shutting down")
+        if self._pending and self._pending + len(batch) > self.max_pending:
+            raise Overloaded(f"{self._pending} events are waiting to be written")
+        fut: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._queue.append((batch, fut))
+        self._pending += len(batch)
+        self._wake.set()
+        return await asyncio.shield(fut)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="revtrace-batch-writer")
+
+    async def stop(self) -> None:
+        """Write what was accepted into the queue, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            taken, size = [], 0
+            while self._queue and (not taken or size + len(self._queue[0][0]) <= ROUND_EVENTS):
+                item = self._queue.pop(0)
+                taken.append(item)
+                size += len(item[0])
+            merged = [ev for batch, _ in taken for ev in batch]
+            try:
+                stored = await loop.run_in_executor(self.executor, self.store.store, merged)
+            except Exception as exc:  # every waiting request learns the write failed; none is acknowledged
+                for _, fut in taken:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                at = 0
+                for batch, fut in taken:
+                    if not fut.done():
+                        fut.set_result(stored.new[at:at + len(batch)])
+                    at += len(batch)
+            finally:
+                self._pending -= size

@@ -1,0 +1,101 @@
+"""The wiring of `revtrace serve`: engines, the store, the batch writer, the reconciliation scheduler, the
+API and the pages, built from Settings and torn down in reverse order."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import CollectorRegistry
+
+from collector import auth
+from collector.api import CollectorApi
+from collector.assurance import Assurance
+from collector.db import make_engine, upgrade
+from collector.evaluate import Reconciler
+from collector.ingest import EventStore
+from collector.metrics import CollectorMetrics, StoreGauges
+from collector.queries import Reads
+from collector.writer import BatchWriter
+from dashboards.web import Pages
+from revtrace.config import Settings
+
+log = logging.getLogger("revtrace")
+MAX_BODY = 64 * 1024 * 1024
+
+
+def wall_clock_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Server:
+    def __init__(self, settings: Settings, clock_us: Callable[[], int] = wall_clock_us,
+                 registry: CollectorRegistry | None = None):
+        self.settings = settings
+        self.clock_us = clock_us
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.engine = make_engine(settings.database_url, writer=True)
+        self.read_engine = make_engine(settings.database_url, writer=False)
+        self.executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="revtrace-db")
+        self.metrics = CollectorMetrics(self.registry)
+        self.registry.register(StoreGauges(self.read_engine))
+        self.store = EventStore(self.engine, clock_us)
+        self.reconciler = Reconciler(self.engine, settings.policy, clock_us, self.metrics.observe_lag,
+                                     read_engine=self.read_engine)
+        self.reads = Reads(self.read_engine, settings.policy)
+        self.assurance = Assurance(self.read_engine)
+        self._evaluating = asyncio.Lock()
+        self._scheduler: AsyncIOScheduler | None = None
+        self.writer: BatchWriter | None = None
+        self.last_pass: dict[str, Any] | None = None
+
+    async def evaluate(self, full: bool = False) -> dict[str, Any]:
+        """One reconciliation pass (the scheduler's and POST /api/v1/admin/evaluate's), never two at once."""
+        async with self._evaluating:
+            result = await asyncio.get_running_loop().run_in_executor(self.executor, self.reconciler.run, full)
+        self.last_pass = result.as_json()
+        return self.last_pass
+
+    async def _scheduled_pass(self) -> None:
+        try:
+            await self.evaluate(False)
+        except Exception:  # the next pass retries; a failing store must not stop the scheduler
+            log.exception("scheduled reconciliation pass failed")
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY,
+                              middlewares=[auth.middleware(auth.Tokens(self.settings.tokens))])
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+        self.writer = BatchWriter(self.store, self.executor, self.settings.max_pending_events)
+        api = CollectorApi(self.read_engine, self.writer, self.reads, self.assurance, self.metrics, self.registry,
+                           self.executor, self.evaluate)
+        app.add_routes(api.routes(metrics_public=self.settings.metrics_public))
+        app.add_routes(Pages(self.reads, self.assurance, self.executor).routes())
+        return app
+
+    async def _start(self, app: web.Application) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, upgrade, self.engine)
+        assert self.writer is not None
+        self.writer.start()
+        if self.settings.evaluate_every > 0:
+            self._scheduler = AsyncIOScheduler()
+            self._scheduler.add_job(self._scheduled_pass, "interval", seconds=self.settings.evaluate_every,
+                                    max_instances=1, coalesce=True, id="reconcile")
+            self._scheduler.start()
+
+    async def _stop(self, app: web.Application) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self.writer is not None:
+            await self.writer.stop()
+        async with self._evaluating:  # let a running pass finish its chunk
+            pass
+        self.executor.shutdown(wait=True)
+        self.engine.dispose()
+        self.read_engine.dispose()
