@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SCOPE_ATTR = "_revtrace_scope"
+H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
 
-def requires(scope: str) -> Callable[[Handler], Handler]:
-    def mark(handler: Handler) -> Handler:
+def requires(scope: str) -> Callable[[H], H]:
+    """Marks a handler with the scope its route needs; the middleware enforces it."""
+    def mark(handler: H) -> H:
         setattr(handler, SCOPE_ATTR, scope)
         return handler
     return mark

@@ -114,7 +114,7 @@ class Reconciler:
                 waiting = [(r[0], load_event(r[1])) for r in rows]
                 joined = self._join(conn, waiting)
                 res.resolved += len(joined)
-                scopes: dict[str, tuple[list[Finding], None]] = {}
+                scopes: dict[str, tuple[list[Finding], str | None]] = {}
                 for row_id, ev in waiting:
                     if row_id in joined:
                         scopes[orphan_scope(ev)] = ([], None)  # it joined a contract: its orphan closes
@@ -157,7 +157,8 @@ class Reconciler:
     def _evaluate(self, conn: Connection, keys: list[str], now_us: int,
                   res: PassResult) -> list[tuple[str, str, float]]:
         """Re-examine these contracts; answers the hop lags that became known, to be counted once."""
-        marks = dict(conn.execute(select(dirty.c.contract_key, dirty.c.token).where(dirty.c.contract_key.in_(keys))).all())
+        marks = dict(conn.execute(select(dirty.c.contract_key, dirty.c.token)
+                                  .where(dirty.c.contract_key.in_(keys))).all())
         by_key: dict[str, list[CanonicalEvent]] = defaultdict(list)
         for key, body in conn.execute(select(events.c.contract_key, events.c.body)
                                       .where(events.c.contract_key.in_(keys))):
@@ -166,7 +167,7 @@ class Reconciler:
             contracts.c.contract_key, *(contracts.c[col] for col in LAG_COLUMNS.values()))
             .where(contracts.c.contract_key.in_(keys)))}
         now = from_us(now_us)
-        scopes: dict[str, tuple[list[Finding], str]] = {}
+        scopes: dict[str, tuple[list[Finding], str | None]] = {}
         rows: list[dict[str, Any]] = []
         new_lags: list[tuple[str, str, float]] = []
         for key in keys:

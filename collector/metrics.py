@@ -49,7 +49,8 @@ class StoreGauges(Collector):
         risk = GaugeMetricFamily(c.METRIC_AMOUNT_AT_RISK, "Money at risk in open mismatches.",
                                  labels=["kind", "currency"])
         with self.engine.connect() as conn:
-            stages = dict(conn.execute(select(contracts.c.stage, func.count()).group_by(contracts.c.stage)).all())
+            stages: dict[str, int] = dict(conn.execute(
+                select(contracts.c.stage, func.count()).group_by(contracts.c.stage)).all())
             rows = conn.execute(select(mismatches.c.kind, mismatches.c.currency, func.count(),
                                        func.sum(mismatches.c.amount_micros))
                                 .where(mismatches.c.state == "open")

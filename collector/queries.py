@@ -12,8 +12,8 @@ import orjson
 from sqlalchemy import Connection, Engine, func, select
 
 from collector import conventions as c
-from collector.evaluate import LAG_COLUMNS, load_event
 from collector.documents import assemble
+from collector.evaluate import LAG_COLUMNS, load_event
 from collector.money import show, show_micros
 from collector.policy import Policy
 from collector.schema import contracts, events, mismatches

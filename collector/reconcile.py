@@ -78,22 +78,22 @@ def _duplicates_and_currency(chk: _Check) -> None:
         elif chk.foreign(inv.currency):
             chk.add(c.CURRENCY_MISMATCH, inv.id, inv.issued, inv.currency, [inv.event.event_id])
     for p in docs.postings.values():
-        inv = docs.invoices.get(p.invoice_ref or "")
-        if p.reversed or inv is None or inv.duplicate or not inv.live:
+        owner = docs.invoices.get(p.invoice_ref or "")
+        if p.reversed or owner is None or owner.duplicate or not owner.live:
             continue
         if chk.foreign(p.currency) and not _is_duplicate_posting(docs, p):
             chk.add(c.CURRENCY_MISMATCH, p.id, p.amount, p.currency, [p.event.event_id])
     for pay in docs.payments:
-        inv = docs.invoices.get(pay.invoice_ref or "")
-        if pay.kind == c.PAYMENT_FAILED or (inv is not None and (inv.duplicate or not inv.live)):
+        paid = docs.invoices.get(pay.invoice_ref or "")
+        if pay.kind == c.PAYMENT_FAILED or (paid is not None and (paid.duplicate or not paid.live)):
             continue
-        if chk.foreign(pay.currency) and (inv is not None or pay.invoice_ref is None):
+        if chk.foreign(pay.currency) and (paid is not None or pay.invoice_ref is None):
             chk.add(c.CURRENCY_MISMATCH, pay.event.event_id, pay.amount, pay.currency, [pay.event.event_id])
 
 
 def _order_vs_invoices(chk: _Check, invoices: list[Invoice]) -> None:
     order, policy = chk.docs.order, chk.policy
-    if order is None or order.cancelled and not invoices:
+    if order is None or (order.cancelled and not invoices):
         return
     window = policy.invoice_window
     evidence = order.evidence + [i.event.event_id for i in invoices]

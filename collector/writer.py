@@ -63,7 +63,8 @@ class BatchWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            taken, size = [], 0
+            taken: list[tuple[Sequence[CanonicalEvent], asyncio.Future[list[bool]]]] = []
+            size = 0
             while self._queue and (not taken or size + len(self._queue[0][0]) <= ROUND_EVENTS):
                 item = self._queue.pop(0)
                 taken.append(item)

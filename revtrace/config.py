@@ -30,6 +30,7 @@ class Settings:
     evaluate_every: float = 2.0
     max_pending_events: int = 200_000
     metrics_public: bool = False
+    max_body_bytes: int = 64 * 1024 * 1024
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -59,7 +60,7 @@ def load(path: str | Path | None, env: Mapping[str, str] | None = None) -> Setti
 def from_mapping(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     raw = dict(raw)
     known = {"database_url", "listen", "tokens", "reconciliation", "evaluate_every", "max_pending_events",
-             "metrics_public"}
+             "metrics_public", "max_body_bytes"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -78,6 +79,7 @@ def from_mapping(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         tokens=tokens, policy=policy, evaluate_every=every,
         max_pending_events=int(raw.get("max_pending_events", 200_000)),
         metrics_public=bool(raw.get("metrics_public", False)),
+        max_body_bytes=int(raw.get("max_body_bytes", 64 * 1024 * 1024)),
     )
     settings.host_port  # noqa: B018 - validates listen now rather than at bind time
     return settings

@@ -26,7 +26,6 @@ from dashboards.web import Pages
 from revtrace.config import Settings
 
 log = logging.getLogger("revtrace")
-MAX_BODY = 64 * 1024 * 1024
 
 
 def wall_clock_us() -> int:
@@ -68,7 +67,7 @@ class Server:
             log.exception("scheduled reconciliation pass failed")
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY,
+        app = web.Application(client_max_size=self.settings.max_body_bytes,
                               middlewares=[auth.middleware(auth.Tokens(self.settings.tokens))])
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)

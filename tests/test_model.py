@@ -1,0 +1,66 @@
+"""Parsing and validation of the canonical event: one precise "field: reason" per bad event."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from collector.model import EventError, parse_event
+
+GOOD: dict[str, Any] = {"event_id": "e1", "source": "billing", "type": "invoice.issued",
+                        "occurred_at": "2026-03-02T10:00:00+02:00", "contract_id": "C1", "amount": "1200.00",
+                        "tax_amount": "96.00", "currency": "USD", "refs": {"invoice_id": "I1"}}
+
+
+def test_a_good_event_has_decimal_money_and_an_aware_time() -> None:
+    ev = parse_event(GOOD)
+    assert ev.amount == Decimal("1200.00") and isinstance(ev.amount, Decimal)
+    assert ev.occurred_at.utcoffset() is not None
+    assert ev.occurred_at.isoformat() == "2026-03-02T10:00:00+02:00"
+    assert ev.to_json()["amount"] == "1200.00"
+
+
+def test_unknown_fields_are_kept_in_attributes() -> None:
+    ev = parse_event({**GOOD, "sales_region": "emea", "attributes": {"channel": "direct"}})
+    assert ev.attributes == {"sales_region": "emea", "channel": "direct"}
+
+
+@pytest.mark.parametrize(("change", "field", "reason"), [
+    ({"event_id": None}, "event_id", "required"),
+    ({"event_id": ""}, "event_id", "non-empty"),
+    ({"source": "sap"}, "source", "one of"),
+    ({"type": "invoice.paid"}, "type", "not a known event type"),
+    ({"occurred_at": "yesterday"}, "occurred_at", "RFC 3339"),
+    ({"occurred_at": "2026-03-02T10:00:00"}, "occurred_at", "offset"),
+    ({"occurred_at": "2026-02-30T10:00:00Z"}, "occurred_at", "not a valid date"),
+    ({"amount": 1200.0}, "amount", "never a number"),
+    ({"amount": "12,00"}, "amount", "not a decimal"),
+    ({"amount": "1e3"}, "amount", "not a decimal"),
+    ({"currency": "usd"}, "currency", "ISO 4217"),
+    ({"currency": None}, "currency", "required with an amount"),
+    ({"refs": {"invoice_id": "I1", "customer": "x"}}, "refs.customer", "unknown ref"),
+    ({"refs": []}, "refs", "object"),
+    ({"due_at": "soon"}, "due_at", "RFC 3339"),
+    ({"attributes": "x"}, "attributes", "object"),
+    ({"attributes": {"billing": {"interval": "week", "count": 3}}}, "attributes.billing", "month"),
+    ({"attributes": {"billing": {"interval": "month", "count": 0}}}, "attributes.billing.count", "whole number"),
+])
+def test_each_bad_field_is_named_with_its_reason(change: dict[str, Any], field: str, reason: str) -> None:
+    with pytest.raises(EventError) as err:
+        parse_event({**GOOD, **change})
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}: ")
+    assert reason in str(err.value)
+
+
+def test_contract_id_may_be_absent_when_refs_resolve_it() -> None:
+    bare = {k: v for k, v in GOOD.items() if k != "contract_id"}
+    assert parse_event(bare).contract_id is None
+    with pytest.raises(EventError, match=r"^contract_id: required when refs"):
+        parse_event({**bare, "refs": {"account_id": "A1"}})
+
+
+def test_not_an_object() -> None:
+    with pytest.raises(EventError, match=r"^event: must be a JSON object"):
+        parse_event(["x"])
