@@ -67,15 +67,15 @@ class Server:
             log.exception("scheduled reconciliation pass failed")
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes,
-                              middlewares=[auth.middleware(auth.Tokens(self.settings.tokens))])
+        tokens = auth.Tokens(self.settings.tokens)
+        app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[auth.middleware(tokens)])
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         self.writer = BatchWriter(self.store, self.executor, self.settings.max_pending_events)
         api = CollectorApi(self.read_engine, self.writer, self.reads, self.assurance, self.metrics, self.registry,
                            self.executor, self.evaluate)
         app.add_routes(api.routes(metrics_public=self.settings.metrics_public))
-        app.add_routes(Pages(self.reads, self.assurance, self.executor).routes())
+        app.add_routes(Pages(self.reads, self.assurance, self.executor, tokens, self.read_engine).routes())
         return app
 
     async def _start(self, app: web.Application) -> None:
