@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from collector.db import make_engine, upgrade
-from tests.builders import D, H, T0, World, clean, event, invoice, order, payment, posting
+from tests.builders import T0, D, H, World, clean, event, invoice, order, payment, posting
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from collector.db import make_engine, upgrade
 from collector.schema import mismatches
-from tests.builders import D, H, T0, World, clean, event, invoice, order, payment, posting
+from tests.builders import T0, D, H, World, clean, event, invoice, order, payment, posting
 
 
 def _events() -> list[dict[str, Any]]:
