@@ -7,12 +7,12 @@ import math
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Connection, Engine, and_, func, select
 
 from collector import conventions as c
 from collector.evaluate import LAG_COLUMNS
 from collector.money import show_micros
-from collector.schema import contracts, mismatches
+from collector.schema import contract_totals, contracts, mismatches
 from collector.timeutil import to_us
 
 
@@ -22,6 +22,25 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
         return None
     rank = max(1, math.ceil(q * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+
+
+def _cohort_lags(conn: Connection, column: Any, in_range: Any) -> dict[str, Any]:
+    values = sorted(conn.execute(select(column).where(in_range, column.is_not(None))).scalars())
+    return {"count": len(values), **{name: percentile(values, q) for name, q in QUANTILES.items()}}
+
+
+def _indexed_lags(conn: Connection, column: Any) -> dict[str, Any]:
+    """Nearest-rank percentiles read off the column's index: a count and one seek per quantile."""
+    n = int(conn.execute(select(func.count()).where(column.is_not(None))).scalar_one())
+    out: dict[str, Any] = {"count": n}
+    for name, q in QUANTILES.items():
+        out[name] = None if n == 0 else conn.execute(
+            select(column).where(column.is_not(None)).order_by(column)
+            .offset(max(1, math.ceil(q * n)) - 1).limit(1)).scalar_one()
+    return out
 
 
 class Assurance:
@@ -36,11 +55,14 @@ class Assurance:
         if end is not None:
             cond.append(contracts.c.ordered_us < to_us(end))
         in_range = and_(True, *cond)
+        # All time reads the running totals; a range sums its cohort's rows.
+        src = contracts if cond else contract_totals
         with self.engine.connect() as conn:
             money = conn.execute(select(
-                contracts.c.currency, func.sum(contracts.c.booked_micros), func.sum(contracts.c.invoiced_micros),
-                func.sum(contracts.c.posted_micros), func.sum(contracts.c.collected_micros))
-                .where(in_range, contracts.c.currency.is_not(None)).group_by(contracts.c.currency)).all()
+                src.c.currency, func.sum(src.c.booked_micros), func.sum(src.c.invoiced_micros),
+                func.sum(src.c.posted_micros), func.sum(src.c.collected_micros))
+                .where(in_range if cond else src.c.currency != "", src.c.currency.is_not(None))
+                .group_by(src.c.currency)).all()
             scoped = select(contracts.c.contract_key).where(in_range)
             open_q = select(mismatches.c.kind, mismatches.c.currency, func.count(),
                             func.sum(mismatches.c.amount_micros), func.sum(mismatches.c.leakage_micros)) \
@@ -48,8 +70,8 @@ class Assurance:
             if cond:
                 open_q = open_q.where(mismatches.c.scope.in_(scoped))
             open_rows = conn.execute(open_q).all()
-            lags = {hop: sorted(v for v in conn.execute(select(contracts.c[col]).where(
-                in_range, contracts.c[col].is_not(None))).scalars()) for hop, col in LAG_COLUMNS.items()}
+            lags = {hop: (_cohort_lags(conn, contracts.c[col], in_range) if cond
+                          else _indexed_lags(conn, contracts.c[col])) for hop, col in LAG_COLUMNS.items()}
         currencies = {cur: {"booked": show_micros(b or 0), "invoiced": show_micros(i or 0),
                             "posted": show_micros(p or 0), "collected": show_micros(k or 0)}
                       for cur, b, i, p, k in money}
@@ -65,7 +87,6 @@ class Assurance:
             "currencies": currencies,
             "leakage": {cur: show_micros(v) for cur, v in sorted(leakage.items())},
             "open_mismatches": {k: open_mismatches[k] for k in c.MISMATCH_KINDS if k in open_mismatches},
-            "lags": {hop: {"count": len(v), "p50": percentile(v, 0.5), "p95": percentile(v, 0.95),
-                           "p99": percentile(v, 0.99)} for hop, v in lags.items()},
+            "lags": lags,
             "slo": slo or {},
         }

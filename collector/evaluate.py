@@ -18,12 +18,12 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, upda
 from collector import conventions as c
 from collector.documents import Documents, assemble
 from collector.ingest import JOIN_REFS, refs_of, resolve
-from collector.model import CanonicalEvent, parse_event
+from collector.model import CanonicalEvent, from_stored
 from collector.money import show, to_micros
 from collector.policy import Policy
 from collector.reconcile import Finding, reconcile
-from collector.schema import contracts, dirty, events, mismatches, ref_map
-from collector.sqlutil import insert_ignore, upsert
+from collector.schema import contract_totals, contracts, dirty, events, mismatches, ref_map
+from collector.sqlutil import add_to, insert_ignore, upsert
 from collector.timeutil import from_us, to_us
 from collector.trace import Summary, summarize
 
@@ -47,8 +47,8 @@ class PassResult:
         return asdict(self)
 
 
-def load_event(body: str) -> CanonicalEvent:
-    return parse_event(orjson.loads(body))
+def load_event(body: str | bytes) -> CanonicalEvent:
+    return from_stored(orjson.loads(body))
 
 
 def orphan_scope(ev: CanonicalEvent) -> str:
@@ -163,9 +163,8 @@ class Reconciler:
         for key, body in conn.execute(select(events.c.contract_key, events.c.body)
                                       .where(events.c.contract_key.in_(keys))):
             by_key[key].append(load_event(body))
-        prev = {r[0]: r[1:] for r in conn.execute(select(
-            contracts.c.contract_key, *(contracts.c[col] for col in LAG_COLUMNS.values()))
-            .where(contracts.c.contract_key.in_(keys)))}
+        prev = {r.contract_key: r._asdict() for r in conn.execute(
+            select(contracts).where(contracts.c.contract_key.in_(keys)))}
         now = from_us(now_us)
         scopes: dict[str, tuple[list[Finding], str | None]] = {}
         rows: list[dict[str, Any]] = []
@@ -178,14 +177,18 @@ class Reconciler:
             found, due = reconcile(docs, now, self.policy)
             summary = summarize(docs)
             scopes[key] = (found, key)
-            rows.append(_contract_row(key, docs, summary, due, now_us))
+            row = _contract_row(key, docs, summary, due, now_us)
             before = prev.get(key)
-            for i, (hop, lag) in enumerate(summary.lags.items()):
-                if lag is not None and (before is None or before[i] is None):
+            if before is None or any(before[k] != v for k, v in row.items() if k != "updated_us"):
+                rows.append(row)
+            for hop, col in LAG_COLUMNS.items():
+                lag = row[col]
+                if lag is not None and (before is None or before[col] is None):
                     new_lags.append((hop, summary.entity or "none", lag))
-        res.evaluated += len(rows)
+            res.evaluated += 1
         self._write_findings(conn, scopes, now_us, res)
         upsert(conn, contracts, rows, ["contract_key"])
+        add_to(conn, contract_totals, _total_deltas(rows, prev), ["currency", "stage"])
         if marks:
             conn.execute(delete(dirty).where(and_(dirty.c.contract_key == bindparam("k"),
                                                   dirty.c.token == bindparam("t"))),
@@ -231,6 +234,28 @@ class Reconciler:
         res.opened += len(inserts)
         res.updated += len(changes)
         res.closed += len(current)
+
+
+TOTALLED = ("booked_micros", "invoiced_micros", "posted_micros", "collected_micros")
+
+
+def _total_deltas(rows: list[dict[str, Any]], prev: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the changed rows add to (and their old versions take from) contract_totals."""
+    deltas: dict[tuple[str, str], dict[str, int]] = {}
+
+    def add(row: dict[str, Any], sign: int) -> None:
+        d = deltas.setdefault((row["currency"] or "", row["stage"]), dict.fromkeys(("contracts", *TOTALLED), 0))
+        d["contracts"] += sign
+        for name in TOTALLED:
+            d[name] += sign * row[name]
+
+    for row in rows:
+        old = prev.get(row["contract_key"])
+        if old is not None:
+            add(old, -1)
+        add(row, 1)
+    return [{"currency": cur, "stage": stage, **d} for (cur, stage), d in sorted(deltas.items())
+            if any(d.values())]
 
 
 def _mismatch_row(f: Finding, scope: str, contract_id: str | None, now_us: int) -> dict[str, Any]:

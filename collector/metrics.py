@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 
 from collector import conventions as c
 from collector.money import SCALE
-from collector.schema import contracts, mismatches
+from collector.schema import contract_totals, mismatches
 
 LAG_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 604800,
                1209600, 2592000, float("inf"))
@@ -49,8 +49,9 @@ class StoreGauges(Collector):
         risk = GaugeMetricFamily(c.METRIC_AMOUNT_AT_RISK, "Money at risk in open mismatches.",
                                  labels=["kind", "currency"])
         with self.engine.connect() as conn:
-            stages: dict[str, int] = dict(conn.execute(
-                select(contracts.c.stage, func.count()).group_by(contracts.c.stage)).all())
+            stages: dict[str, int] = {stage: int(n) for stage, n in conn.execute(
+                select(contract_totals.c.stage, func.sum(contract_totals.c.contracts))
+                .group_by(contract_totals.c.stage))}
             rows = conn.execute(select(mismatches.c.kind, mismatches.c.currency, func.count(),
                                        func.sum(mismatches.c.amount_micros))
                                 .where(mismatches.c.state == "open")

@@ -82,9 +82,13 @@ def parse_time(value: Any, name: str) -> tuple[datetime, str]:
     if not _TIME.fullmatch(value):
         raise EventError(name, f"{_clip(value)!r} is not an RFC 3339 time with an offset")
     try:
-        return datetime.fromisoformat(value.replace("z", "Z")), value
+        return _instant(value), value
     except ValueError:
         raise EventError(name, f"{_clip(value)!r} is not a valid date and time") from None
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("z", "Z"))
 
 
 def _decimal(value: Any, name: str) -> Decimal:
@@ -158,6 +162,20 @@ def parse_event(obj: Any) -> CanonicalEvent:
         refs=refs, amount=amount, tax_amount=tax, currency=currency,
         entity=_text(obj.get("entity"), "entity"), due_at=due_at, system=_text(obj.get("system"), "system"),
         attributes=attributes, raw_occurred_at=raw_at, raw_due_at=raw_due)
+
+
+def from_stored(obj: dict[str, Any]) -> CanonicalEvent:
+    """An event the store wrote with `to_json` after `parse_event` accepted it: rebuilt without validating
+    again, since reconciliation reads every stored event of a contract on each pass."""
+    amount, tax, due = obj.get("amount"), obj.get("tax_amount"), obj.get("due_at")
+    raw_at = obj["occurred_at"]
+    return CanonicalEvent(
+        event_id=obj["event_id"], source=obj["source"], type=obj["type"],
+        occurred_at=_instant(raw_at), contract_id=obj.get("contract_id"), refs=obj.get("refs") or {},
+        amount=None if amount is None else Decimal(amount), tax_amount=None if tax is None else Decimal(tax),
+        currency=obj.get("currency"), entity=obj.get("entity"),
+        due_at=None if due is None else _instant(due), system=obj.get("system"),
+        attributes=obj.get("attributes") or {}, raw_occurred_at=raw_at, raw_due_at=due)
 
 
 def _refs(value: Any) -> dict[str, str]:

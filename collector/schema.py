@@ -61,6 +61,22 @@ contracts = Table(
     Index("ix_contracts_stage", "stage", "contract_key"),
     Index("ix_contracts_next_due", "next_due_us"),
     Index("ix_contracts_ordered", "ordered_us"),
+    Index("ix_contracts_lag_o2i", "lag_order_to_invoice"),
+    Index("ix_contracts_lag_i2p", "lag_invoice_to_posting"),
+    Index("ix_contracts_lag_i2pay", "lag_invoice_to_payment"),
+)
+
+# Running totals of the contracts table by currency ("" for none) and stage, kept by the pass in the same
+# transaction as the rows they sum, so that gauges and the all-time summary never scan every contract.
+contract_totals = Table(
+    "contract_totals", metadata,
+    Column("currency", String(3), primary_key=True),
+    Column("stage", String(16), primary_key=True),
+    Column("contracts", BigInteger, nullable=False),
+    Column("booked_micros", BigInteger, nullable=False),
+    Column("invoiced_micros", BigInteger, nullable=False),
+    Column("posted_micros", BigInteger, nullable=False),
+    Column("collected_micros", BigInteger, nullable=False),
 )
 
 # Every mismatch ever opened. scope is the contract it was found in (or "~source/event_id" for an event that

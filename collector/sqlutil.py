@@ -27,6 +27,17 @@ def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys:
     conn.execute(stmt, list(rows))
 
 
+def add_to(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE every other column to its sum with the new value."""
+    if not rows:
+        return
+    ins = dialect_insert(conn, table)
+    others = [c for c in rows[0] if c not in keys]
+    stmt = ins.on_conflict_do_update(index_elements=list(keys),
+                                     set_={c: table.c[c] + getattr(ins.excluded, c) for c in others})
+    conn.execute(stmt, list(rows))
+
+
 def dialect_insert(conn: Connection, table: Table) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
