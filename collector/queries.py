@@ -16,7 +16,7 @@ from collector.documents import assemble
 from collector.evaluate import LAG_COLUMNS, load_event
 from collector.money import show, show_micros
 from collector.policy import Policy
-from collector.schema import contracts, events, mismatches
+from collector.schema import contract_totals, contracts, events, mismatches
 from collector.timeutil import rfc3339, to_us
 from collector.trace import summarize
 
@@ -133,6 +133,19 @@ class Reads:
             counts = self._open_counts(conn, [r.contract_key for r in rows])
         items = [_contract_json(r, counts.get(r.contract_key, {})) for r in rows]
         return Page(items, encode_cursor(rows[-1].contract_key) if more else None)
+
+    def stage_counts(self) -> dict[str, int]:
+        """Contracts by the furthest stage reached, every stage present (0 when none)."""
+        q = select(contract_totals.c.stage, func.sum(contract_totals.c.contracts)).group_by(contract_totals.c.stage)
+        with self.engine.connect() as conn:
+            found = {stage: int(n) for stage, n in conn.execute(q)}
+        return {stage: found.get(stage, 0) for stage in c.STAGES}
+
+    def newest_open(self, limit: int) -> list[dict[str, Any]]:
+        """Open mismatches, newest first: a short walk back along the ids."""
+        q = select(mismatches).where(mismatches.c.state == "open").order_by(mismatches.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [mismatch_json(r) for r in conn.execute(q)]
 
     @staticmethod
     def _open_counts(conn: Connection, keys: list[str]) -> dict[str, dict[str, int]]:

@@ -75,7 +75,7 @@ class Server:
         api = CollectorApi(self.read_engine, self.writer, self.reads, self.assurance, self.metrics, self.registry,
                            self.executor, self.evaluate)
         app.add_routes(api.routes(metrics_public=self.settings.metrics_public))
-        app.add_routes(Pages(self.reads, self.assurance, self.executor, tokens, self.read_engine).routes())
+        app.add_routes(Pages(self.reads, self.assurance, self.executor, tokens).routes())
         return app
 
     async def _start(self, app: web.Application) -> None:
