@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import orjson
 from sqlalchemy import Connection, Engine, select, tuple_
 
+from collector import conventions as c
 from collector.model import CanonicalEvent
 from collector.schema import dirty, events, ref_map
 from collector.sqlutil import dialect_insert, insert_ignore, upsert
@@ -18,6 +19,10 @@ from collector.timeutil import to_us
 # The order in which an event's refs are tried to find its contract (DESIGN.md: a payment or posting that
 # names only refs.invoice_id joins the contract of that invoice).
 JOIN_REFS = ("invoice_id", "order_id", "posting_id", "payment_id")
+# The document an event creates, whose id then leads to its contract. Only these claims are kept, so the
+# contract a ref leads to never depends on which other event happened to mention it first.
+OWNED_REF = {c.ORDER_BOOKED: "order_id", c.INVOICE_ISSUED: "invoice_id", c.POSTING_CREATED: "posting_id",
+             c.PAYMENT_SUCCEEDED: "payment_id"}
 _LOOKUP_CHUNK = 400
 
 
@@ -28,7 +33,11 @@ class Stored:
 
 
 def refs_of(ev: CanonicalEvent, contract_key: str) -> list[dict[str, str]]:
-    return [{"kind": k, "ref": ev.refs[k], "contract_key": contract_key} for k in JOIN_REFS if k in ev.refs]
+    """The claim this event makes: its own document's id belongs to this contract."""
+    kind = OWNED_REF.get(ev.type)
+    if kind is None or kind not in ev.refs:
+        return []
+    return [{"kind": kind, "ref": ev.refs[kind], "contract_key": contract_key}]
 
 
 class EventStore:
@@ -69,9 +78,8 @@ class EventStore:
         wanted: set[tuple[str, str]] = set()
         for ev in batch:
             if ev.contract_id is not None:
-                for k in JOIN_REFS:
-                    if k in ev.refs:
-                        local.setdefault((k, ev.refs[k]), ev.contract_id)
+                for claim in refs_of(ev, ev.contract_id):
+                    local.setdefault((claim["kind"], claim["ref"]), ev.contract_id)
         for ev in batch:
             if ev.contract_id is None:
                 wanted.update((k, ev.refs[k]) for k in JOIN_REFS if k in ev.refs)
