@@ -12,6 +12,12 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
     """INSERT ... ON CONFLICT (keys) DO NOTHING."""
     if not rows:
         return
+    if conn.dialect.name == "sqlite":  # the driver's executemany on tuples: a third of the cost
+        cols = list(rows[0])
+        sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+               f"ON CONFLICT ({', '.join(keys)}) DO NOTHING")
+        conn.exec_driver_sql(sql, [tuple(r[c] for c in cols) for r in rows])
+        return
     stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=list(keys))
     conn.execute(stmt, list(rows))
 
