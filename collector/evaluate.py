@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, text, update
 
 from collector import conventions as c
 from collector.documents import Documents, assemble
@@ -42,9 +43,34 @@ class PassResult:
     resolved: int = 0
     full: bool = False
     seconds: float = 0.0
+    skipped: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+PASS_LOCK = 0x72657674  # "revt": the advisory lock of the reconciliation pass
+
+
+@contextmanager
+def cluster_lock(engine: Engine, wait: bool) -> Iterator[bool]:
+    """Held for the whole pass on a connection of its own; SQLite needs none (one process owns the file)."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as conn:
+        if wait:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PASS_LOCK})
+            held = True
+        else:
+            held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PASS_LOCK}).scalar())
+        conn.commit()
+        try:
+            yield held
+        finally:
+            if held:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PASS_LOCK})
+                conn.commit()
 
 
 def load_event(body: str | bytes) -> CanonicalEvent:
@@ -61,7 +87,15 @@ class Reconciler:
         self.engine, self.policy, self.clock_us, self.on_lag = engine, policy, clock_us, on_lag
         self.read_engine = read_engine if read_engine is not None else engine
 
-    def run(self, full: bool = False) -> PassResult:
+    def run(self, full: bool = False, wait: bool = True) -> PassResult:
+        """One pass. On PostgreSQL passes run one at a time cluster-wide (an advisory lock); without
+        `wait`, a pass that finds another replica's under way is skipped."""
+        with cluster_lock(self.engine, wait) as held:
+            if not held:
+                return PassResult(full=full, skipped=True)
+            return self._run(full)
+
+    def _run(self, full: bool) -> PassResult:
         started = time.perf_counter()
         now_us = self.clock_us()
         res = PassResult(full=full)

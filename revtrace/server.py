@@ -53,16 +53,17 @@ class Server:
         self.writer: BatchWriter | None = None
         self.last_pass: dict[str, Any] | None = None
 
-    async def evaluate(self, full: bool = False) -> dict[str, Any]:
+    async def evaluate(self, full: bool = False, wait: bool = True) -> dict[str, Any]:
         """One reconciliation pass (the scheduler's and POST /api/v1/admin/evaluate's), never two at once."""
         async with self._evaluating:
-            result = await asyncio.get_running_loop().run_in_executor(self.executor, self.reconciler.run, full)
+            result = await asyncio.get_running_loop().run_in_executor(self.executor, self.reconciler.run, full,
+                                                                      wait)
         self.last_pass = result.as_json()
         return self.last_pass
 
     async def _scheduled_pass(self) -> None:
         try:
-            await self.evaluate(False)
+            await self.evaluate(False, wait=False)
         except Exception:  # the next pass retries; a failing store must not stop the scheduler
             log.exception("scheduled reconciliation pass failed")
 

@@ -278,3 +278,24 @@ def test_incremental_passes_agree_with_a_full_pass(world: World) -> None:
     res = world.evaluate(full=True)
     assert (res.opened, res.closed, res.updated) == (0, 0, 0)
     assert world.open() == before
+
+
+def test_on_postgresql_a_pass_waits_for_or_skips_another_replicas(pg_url: str) -> None:
+    from sqlalchemy import text
+
+    from collector.evaluate import PASS_LOCK
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    try:
+        world = World(engine)
+        world.ingest(order())
+        with engine.connect() as other:  # another replica holds the pass
+            other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PASS_LOCK})
+            from collector.evaluate import Reconciler
+            skipped = Reconciler(engine, world.policy, world.clock_us).run(wait=False)
+            assert skipped.skipped and skipped.evaluated == 0
+            other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PASS_LOCK})
+        ran = world.evaluate()
+        assert not ran.skipped and ran.evaluated == 1
+    finally:
+        engine.dispose()
