@@ -1,0 +1,1 @@
+"""Alerting: alert lifecycle, grouping, silences and durable delivery (not built yet)."""

@@ -41,13 +41,17 @@ def encode_cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> Any:
+def decode_cursor(cursor: str | None, kind: type) -> Any:
+    """The last key of the previous page, which must be of this list's key type."""
     if not cursor:
         return None
     try:
-        return orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        after = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, orjson.JSONDecodeError):
         raise BadQuery("cursor: not a cursor this server gave out") from None
+    if not isinstance(after, kind) or isinstance(after, bool):
+        raise BadQuery("cursor: not a cursor of this list")
+    return after
 
 
 def parse_limit(raw: str | None) -> int:
@@ -91,9 +95,7 @@ class Reads:
             raise BadQuery(f"kind: unknown mismatch kind; known: {', '.join(c.MISMATCH_KINDS)}")
         if state is not None and state not in ("open", "closed"):
             raise BadQuery("state: must be open or closed")
-        after = decode_cursor(cursor)
-        if after is not None and not isinstance(after, int):
-            raise BadQuery("cursor: not a cursor of this list")
+        after = decode_cursor(cursor, int)
         q = select(mismatches).order_by(mismatches.c.id).limit(limit + 1)
         if state is not None:
             q = q.where(mismatches.c.state == state)
@@ -114,9 +116,7 @@ class Reads:
             raise BadQuery(f"stage: unknown stage; known: {', '.join(c.STAGES)}")
         if mismatch is not None and mismatch not in c.MISMATCH_KINDS:
             raise BadQuery(f"mismatch: unknown mismatch kind; known: {', '.join(c.MISMATCH_KINDS)}")
-        after = decode_cursor(cursor)
-        if after is not None and not isinstance(after, str):
-            raise BadQuery("cursor: not a cursor of this list")
+        after = decode_cursor(cursor, str)
         q = select(contracts).order_by(contracts.c.contract_key).limit(limit + 1)
         if stage is not None:
             q = q.where(contracts.c.stage == stage)

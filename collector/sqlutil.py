@@ -23,24 +23,24 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
 
 
 def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE every other column."""
-    if not rows:
-        return
-    ins = dialect_insert(conn, table)
-    others = [c for c in rows[0] if c not in keys]
-    stmt = ins.on_conflict_do_update(index_elements=list(keys),
-                                     set_={c: getattr(ins.excluded, c) for c in others})
-    conn.execute(stmt, list(rows))
+    """INSERT ... ON CONFLICT (keys) DO UPDATE every other column to the new value."""
+    _on_conflict_update(conn, table, rows, keys, add=False)
 
 
 def add_to(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE every other column to its sum with the new value."""
+    _on_conflict_update(conn, table, rows, keys, add=True)
+
+
+def _on_conflict_update(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str],
+                        add: bool) -> None:
     if not rows:
         return
     ins = dialect_insert(conn, table)
     others = [c for c in rows[0] if c not in keys]
+    new = {c: getattr(ins.excluded, c) for c in others}
     stmt = ins.on_conflict_do_update(index_elements=list(keys),
-                                     set_={c: table.c[c] + getattr(ins.excluded, c) for c in others})
+                                     set_={c: table.c[c] + v if add else v for c, v in new.items()})
     conn.execute(stmt, list(rows))
 
 

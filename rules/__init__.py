@@ -1,0 +1,1 @@
+"""Rules: SLOs with burn-rate alerts and mismatch rules over the collector's store (not built yet)."""
