@@ -20,15 +20,24 @@ def normalize_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, writer: bool = True, **kwargs: Any) -> Engine:
-    """An engine; on SQLite a writer takes the write lock at BEGIN, a reader (writer=False) never does."""
+SYNC_MODES = ("full", "normal")
+
+
+def make_engine(url: str, writer: bool = True, sqlite_synchronous: str = "full", **kwargs: Any) -> Engine:
+    """An engine; on SQLite a writer takes the write lock at BEGIN, a reader (writer=False) never does.
+
+    sqlite_synchronous "full" syncs the WAL at every commit, so an acknowledged event survives a power
+    loss; "normal" syncs at checkpoints only: a commit then survives a crash of revtrace but not of the
+    machine, and costs no fsync."""
+    if sqlite_synchronous not in SYNC_MODES:
+        raise ValueError(f"sqlite_synchronous: must be one of {', '.join(SYNC_MODES)}")
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = make_url(url).database
         if path and path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", lambda conn, rec: _sqlite_pragmas(conn, sqlite_synchronous))
         # pysqlite's own transaction handling defers BEGIN; take the write lock at BEGIN instead, so two
         # writers queue on busy_timeout rather than fail on lock upgrade.
         begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
@@ -39,11 +48,11 @@ def make_engine(url: str, writer: bool = True, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, synchronous: str) -> None:
     dbapi_conn.isolation_level = None  # BEGIN is issued by the "begin" listener
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
     cur.execute("PRAGMA busy_timeout=60000")
     cur.execute("PRAGMA cache_size=-65536")
     cur.execute("PRAGMA temp_store=MEMORY")

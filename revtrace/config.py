@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from collector import conventions as c
+from collector.db import SYNC_MODES
 from collector.policy import Policy, parse_duration
 
 DEFAULT_DATABASE = "sqlite:///revtrace.db"
@@ -31,6 +32,7 @@ class Settings:
     max_pending_events: int = 200_000
     metrics_public: bool = False
     max_body_bytes: int = 64 * 1024 * 1024
+    sqlite_synchronous: str = "full"
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -60,7 +62,7 @@ def load(path: str | Path | None, env: Mapping[str, str] | None = None) -> Setti
 def from_mapping(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     raw = dict(raw)
     known = {"database_url", "listen", "tokens", "reconciliation", "evaluate_every", "max_pending_events",
-             "metrics_public", "max_body_bytes"}
+             "metrics_public", "max_body_bytes", "sqlite_synchronous"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -80,8 +82,11 @@ def from_mapping(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         max_pending_events=int(raw.get("max_pending_events", 200_000)),
         metrics_public=bool(raw.get("metrics_public", False)),
         max_body_bytes=int(raw.get("max_body_bytes", 64 * 1024 * 1024)),
+        sqlite_synchronous=str(raw.get("sqlite_synchronous", "full")),
     )
     settings.host_port  # noqa: B018 - validates listen now rather than at bind time
+    if settings.sqlite_synchronous not in SYNC_MODES:
+        raise ConfigError(f"sqlite_synchronous: must be one of {', '.join(SYNC_MODES)}")
     return settings
 
 

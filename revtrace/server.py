@@ -38,7 +38,8 @@ class Server:
         self.settings = settings
         self.clock_us = clock_us
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.engine = make_engine(settings.database_url, writer=True)
+        self.engine = make_engine(settings.database_url, writer=True,
+                                  sqlite_synchronous=settings.sqlite_synchronous)
         self.read_engine = make_engine(settings.database_url, writer=False)
         self.executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="revtrace-db")
         self.metrics = CollectorMetrics(self.registry)
