@@ -64,9 +64,18 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` with Alembic (what `revtrace db upgrade` runs)."""
+    """Bring the schema up to `revision` with Alembic (what `revtrace db upgrade` runs)."""
+    _alembic(engine, command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back down to `revision`."""
+    _alembic(engine, command.downgrade, revision)
+
+
+def _alembic(engine: Engine, action: Any, revision: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        action(cfg, revision)

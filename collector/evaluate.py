@@ -17,15 +17,16 @@ import orjson
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, text, update
 
 from collector import conventions as c
+from collector import waiting
 from collector.documents import Documents, assemble
-from collector.ingest import JOIN_REFS, refs_of, resolve
+from collector.ingest import refs_of
 from collector.model import CanonicalEvent, from_stored
 from collector.money import show, to_micros
 from collector.policy import Policy
 from collector.reconcile import Finding, reconcile
 from collector.schema import contract_totals, contracts, dirty, events, mismatches, ref_map
 from collector.sqlutil import add_to, insert_ignore, upsert
-from collector.timeutil import from_us, to_us
+from collector.timeutil import from_us, to_us, to_us_delta
 from collector.trace import Summary, summarize
 
 CHUNK = 500
@@ -99,7 +100,7 @@ class Reconciler:
         started = time.perf_counter()
         now_us = self.clock_us()
         res = PassResult(full=full)
-        self._join_waiting(now_us, res)
+        self._join_waiting(now_us, res, full)
         batches = self._all_keys() if full else self._changed_keys(now_us)
         for keys in batches:
             with self.engine.begin() as conn:
@@ -138,50 +139,45 @@ class Reconciler:
 
     # -- joining events whose contract was not known at ingest
 
-    def _join_waiting(self, now_us: int, res: PassResult) -> None:
+    def _join_waiting(self, now_us: int, res: PassResult, full: bool) -> None:
+        """Join the waiting events a new claim resolves (repeatedly: an invoice that joins lets its payments
+        join), then look at those whose orphan grace has passed."""
         while True:
             with self.engine.begin() as conn:
-                rows = conn.execute(select(events.c.id, events.c.body).where(events.c.contract_key.is_(None))
-                                    .order_by(events.c.id)).all()
-                if not rows:
-                    return
-                waiting = [(r[0], load_event(r[1])) for r in rows]
-                joined = self._join(conn, waiting)
+                joined = waiting.joinable(conn)
+                if not joined:
+                    break
+                evs = self._events_by_pk(conn, list(joined))
+                conn.execute(update(events).where(events.c.id == bindparam("pk"))
+                             .values(contract_key=bindparam("key")),
+                             [{"pk": pk, "key": key} for pk, key in joined.items()])
+                claims = [r for pk, ev in evs.items() for r in refs_of(ev, joined[pk])]
+                insert_ignore(conn, ref_map, sorted({(r["kind"], r["ref"]): r for r in claims}.values(),
+                                                    key=lambda r: (r["kind"], r["ref"])), ["kind", "ref"])
+                upsert(conn, dirty, [{"contract_key": k, "token": 0} for k in sorted(set(joined.values()))],
+                       ["contract_key"])
+                waiting.forget(conn, sorted(joined))
+                # An event that joined a contract is no orphan any more.
+                self._write_findings(conn, {orphan_scope(ev): ([], None) for ev in evs.values()}, now_us, res)
                 res.resolved += len(joined)
+        with self.engine.begin() as conn:
+            due = waiting.past_grace(conn, now_us - to_us_delta(self.policy.orphan_grace), again=full)
+            for i in range(0, len(due), CHUNK):
+                part = due[i:i + CHUNK]
                 scopes: dict[str, tuple[list[Finding], str | None]] = {}
-                for row_id, ev in waiting:
-                    if row_id in joined:
-                        scopes[orphan_scope(ev)] = ([], None)  # it joined a contract: its orphan closes
-                    else:
-                        found, _ = reconcile(self._assemble([ev]), from_us(now_us), self.policy)
-                        scopes[orphan_scope(ev)] = (found, None)
+                for ev in self._events_by_pk(conn, part).values():
+                    found, _ = reconcile(self._assemble([ev]), from_us(now_us), self.policy)
+                    scopes[orphan_scope(ev)] = (found, None)
                 self._write_findings(conn, scopes, now_us, res)
-            if not joined:
-                return
+                waiting.mark_reported(conn, part)
 
-    def _join(self, conn: Connection, waiting: list[tuple[int, CanonicalEvent]]) -> dict[int, str]:
-        pairs = sorted({(k, ev.refs[k]) for _, ev in waiting for k in JOIN_REFS if k in ev.refs})
-        known: dict[tuple[str, str], str] = {}
-        for i in range(0, len(pairs), 400):
-            part = pairs[i:i + 400]
-            for kind, ref, key in conn.execute(select(ref_map.c.kind, ref_map.c.ref, ref_map.c.contract_key).where(
-                    ref_map.c.kind.in_({p[0] for p in part}), ref_map.c.ref.in_({p[1] for p in part}))):
-                known[(kind, ref)] = key
-        joined: dict[int, str] = {}
-        refs: list[dict[str, str]] = []
-        for row_id, ev in waiting:
-            key = resolve(ev, known)
-            if key is not None:
-                joined[row_id] = key
-                refs.extend(refs_of(ev, key))
-        if joined:
-            conn.execute(update(events).where(events.c.id == bindparam("rid")).values(contract_key=bindparam("key")),
-                         [{"rid": rid, "key": key} for rid, key in joined.items()])
-            insert_ignore(conn, ref_map, sorted({(r["kind"], r["ref"]): r for r in refs}.values(),
-                                                key=lambda r: (r["kind"], r["ref"])), ["kind", "ref"])
-            upsert(conn, dirty, [{"contract_key": k, "token": 0} for k in sorted(set(joined.values()))],
-                   ["contract_key"])
-        return joined
+    @staticmethod
+    def _events_by_pk(conn: Connection, pks: list[int]) -> dict[int, CanonicalEvent]:
+        out: dict[int, CanonicalEvent] = {}
+        for i in range(0, len(pks), CHUNK):
+            for pk, body in conn.execute(select(events.c.id, events.c.body).where(events.c.id.in_(pks[i:i + CHUNK]))):
+                out[pk] = load_event(body)
+        return out
 
     # -- one chunk of contracts
 

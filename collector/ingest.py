@@ -15,10 +15,8 @@ from collector.model import CanonicalEvent
 from collector.schema import dirty, events, ref_map
 from collector.sqlutil import dialect_insert, insert_ignore, upsert
 from collector.timeutil import to_us
+from collector.waiting import JOIN_REFS, register
 
-# The order in which an event's refs are tried to find its contract (DESIGN.md: a payment or posting that
-# names only refs.invoice_id joins the contract of that invoice).
-JOIN_REFS = ("invoice_id", "order_id", "posting_id", "payment_id")
 # The document an event creates, whose id then leads to its contract. Only these claims are kept, so the
 # contract a ref leads to never depends on which other event happened to mention it first.
 OWNED_REF = {c.ORDER_BOOKED: "order_id", c.INVOICE_ISSUED: "invoice_id", c.POSTING_CREATED: "posting_id",
@@ -60,16 +58,36 @@ class EventStore:
             inserted = self._insert(conn, unique, keys)
             refs: list[dict[str, str]] = []
             marks: set[str] = set()
+            unjoined: list[CanonicalEvent] = []
             for j, ev in enumerate(unique):
                 key = keys[j]
-                if key is not None and ev.key in inserted:
+                if ev.key not in inserted:
+                    continue
+                if key is None:
+                    unjoined.append(ev)
+                else:
                     refs.extend(refs_of(ev, key))
                     marks.add(key)
+            register(conn, self._pks(conn, unjoined))
             insert_ignore(conn, ref_map, _dedupe_refs(refs), ["kind", "ref"])
             # Sorted, so that concurrent batches take row locks in one order and never deadlock.
             token = random.getrandbits(62)
             upsert(conn, dirty, [{"contract_key": k, "token": token} for k in sorted(marks)], ["contract_key"])
         return Stored([i == first[ev.key] and ev.key in inserted for i, ev in enumerate(batch)])
+
+    @staticmethod
+    def _pks(conn: Connection, evs: list[CanonicalEvent]) -> list[tuple[int, CanonicalEvent]]:
+        if not evs:
+            return []
+        by_key = {ev.key: ev for ev in evs}
+        out: list[tuple[int, CanonicalEvent]] = []
+        for source in sorted({ev.source for ev in evs}):
+            ids = sorted(ev.event_id for ev in evs if ev.source == source)
+            for i in range(0, len(ids), _LOOKUP_CHUNK):
+                q = select(events.c.id, events.c.event_id).where(events.c.source == source,
+                                                                  events.c.event_id.in_(ids[i:i + _LOOKUP_CHUNK]))
+                out.extend((pk, by_key[(source, eid)]) for pk, eid in conn.execute(q))
+        return out
 
     @staticmethod
     def _stored(conn: Connection, wanted: list[tuple[str, str]]) -> set[tuple[str, str]]:

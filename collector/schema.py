@@ -102,3 +102,20 @@ mismatches = Table(
     Index("uq_mismatches_open", "scope", "kind", "subject", unique=True,
           sqlite_where=text("state = 'open'"), postgresql_where=text("state = 'open'")),
 )
+
+# Events that joined no contract yet, with the refs that may still lead to one. orphan_at_us is the time
+# of a posting or payment that names an invoice (it becomes an orphan once the grace has passed), NULL for
+# the rest; reported is set once the pass has looked at it after its grace.
+waiting = Table(
+    "waiting", metadata,
+    Column("event_pk", BigInteger, primary_key=True),
+    Column("orphan_at_us", BigInteger),
+    Column("reported", Integer, nullable=False),
+    Index("ix_waiting_orphan", "reported", "orphan_at_us"),
+)
+waiting_refs = Table(
+    "waiting_refs", metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("ref", String(200), primary_key=True),
+    Column("event_pk", BigInteger, primary_key=True),
+)

@@ -1,7 +1,7 @@
 """Instants as whole microseconds since the epoch, the store's form of time."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -20,3 +20,7 @@ def rfc3339(us: int | None) -> str | None:
         return None
     t = from_us(us)
     return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond:06d}" if t.microsecond else "") + "Z"
+
+
+def to_us_delta(d: timedelta) -> int:
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds

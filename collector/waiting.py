@@ -1,0 +1,64 @@
+"""Events that joined no contract yet (a payment that came before its invoice). They wait with the refs
+that may still lead to a contract, so that a pass finds the ones a new claim resolves by an index join,
+and looks at the others only when their orphan grace has passed: the cost follows what changed."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, bindparam, delete, select, update
+
+from collector import conventions as c
+from collector.model import CanonicalEvent
+from collector.schema import ref_map, waiting, waiting_refs
+from collector.sqlutil import insert_ignore
+from collector.timeutil import to_us
+
+# The order in which an event's refs are tried to find its contract (DESIGN.md: a payment or posting that
+# names only refs.invoice_id joins the contract of that invoice).
+JOIN_REFS = ("invoice_id", "order_id", "posting_id", "payment_id")
+ORPHANABLE = frozenset({c.POSTING_CREATED, c.PAYMENT_SUCCEEDED})
+
+
+def register(conn: Connection, evs: Sequence[tuple[int, CanonicalEvent]]) -> None:
+    if not evs:
+        return
+    insert_ignore(conn, waiting, [
+        {"event_pk": pk, "orphan_at_us": to_us(ev.occurred_at) if ev.type in ORPHANABLE and "invoice_id" in ev.refs
+         else None, "reported": 0} for pk, ev in evs], ["event_pk"])
+    insert_ignore(conn, waiting_refs, [{"kind": k, "ref": ev.refs[k], "event_pk": pk}
+                                       for pk, ev in evs for k in JOIN_REFS if k in ev.refs],
+                  ["kind", "ref", "event_pk"])
+
+
+def joinable(conn: Connection) -> dict[int, str]:
+    """Waiting events whose refs now lead to a contract, each by its most telling ref."""
+    rank = {k: i for i, k in enumerate(JOIN_REFS)}
+    best: dict[int, tuple[int, str]] = {}
+    q = select(waiting_refs.c.event_pk, waiting_refs.c.kind, ref_map.c.contract_key).join(
+        ref_map, (ref_map.c.kind == waiting_refs.c.kind) & (ref_map.c.ref == waiting_refs.c.ref))
+    for pk, kind, key in conn.execute(q):
+        r = rank.get(kind, len(rank))
+        if pk not in best or r < best[pk][0]:
+            best[pk] = (r, key)
+    return {pk: key for pk, (_, key) in best.items()}
+
+
+def forget(conn: Connection, pks: Sequence[int]) -> None:
+    for i in range(0, len(pks), 500):
+        part = list(pks[i:i + 500])
+        conn.execute(delete(waiting_refs).where(waiting_refs.c.event_pk.in_(part)))
+        conn.execute(delete(waiting).where(waiting.c.event_pk.in_(part)))
+
+
+def past_grace(conn: Connection, before_us: int, again: bool) -> list[int]:
+    """Waiting postings and payments older than the grace: those not looked at yet, or with `again` all."""
+    q = select(waiting.c.event_pk).where(waiting.c.orphan_at_us <= before_us)
+    if not again:
+        q = q.where(waiting.c.reported == 0)
+    return list(conn.execute(q.order_by(waiting.c.event_pk)).scalars())
+
+
+def mark_reported(conn: Connection, pks: Sequence[int]) -> None:
+    if pks:
+        conn.execute(update(waiting).where(waiting.c.event_pk == bindparam("pk")).values(reported=1),
+                     [{"pk": pk} for pk in pks])
