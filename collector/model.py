@@ -7,19 +7,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import msgspec
+import orjson
+from msgspec import Meta, Struct
 
 from collector import conventions as c
 
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
-_DECIMAL = re.compile(r"-?\d{1,15}(\.\d{1,6})?")
-_CURRENCY = re.compile(r"[A-Z]{3}")
 _KNOWN = frozenset({"event_id", "source", "type", "occurred_at", "contract_id", "refs", "amount", "tax_amount",
                     "currency", "entity", "due_at", "system", "attributes"})
-_SOURCES = frozenset(c.SOURCES)
-_TYPES = frozenset(c.EVENT_TYPES)
-_REF_KEYS = frozenset(c.REF_KEYS)
 _JOIN_REFS = ("invoice_id", "order_id", "posting_id", "payment_id")
 MAX_ID = 200
 
@@ -91,77 +90,129 @@ def _instant(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("z", "Z"))
 
 
-def _decimal(value: Any, name: str) -> Decimal:
-    if not isinstance(value, str):
-        raise EventError(name, 'must be a decimal string such as "1200.00" (money is never a number)')
-    if not _DECIMAL.fullmatch(value):
-        raise EventError(name, f"{_clip(value)!r} is not a decimal with at most 15 digits and 6 decimals")
-    try:
-        return Decimal(value)
-    except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
-        raise EventError(name, f"{_clip(value)!r} is not a decimal") from None
-
-
-def _text(value: Any, name: str, required: bool = False) -> str | None:
-    if value is None:
-        if required:
-            raise EventError(name, "required")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise EventError(name, "must be a non-empty string")
-    if len(value) > MAX_ID:
-        raise EventError(name, f"longer than {MAX_ID} characters")
-    return value
-
-
 def _clip(value: str) -> str:
     return value if len(value) <= 40 else value[:37] + "..."
 
 
+# The wire schema, checked by msgspec in C: a batch of 10,000 events is validated in milliseconds.
+_Id = Annotated[str, Meta(pattern=r"\S", max_length=MAX_ID)]
+_Money = Annotated[str, Meta(pattern=r"^-?\d{1,15}(\.\d{1,6})?$")]
+_Time = Annotated[str, Meta(pattern=_TIME.pattern.join("^$"))]
+
+
+class _Refs(Struct, forbid_unknown_fields=True):
+    order_id: _Id | None = None
+    invoice_id: _Id | None = None
+    posting_id: _Id | None = None
+    payment_id: _Id | None = None
+    account_id: _Id | None = None
+
+
+class _Wire(Struct):
+    event_id: _Id
+    source: Literal["crm", "billing", "erp", "payment"]
+    type: Literal["order.booked", "order.amended", "order.cancelled", "invoice.issued", "invoice.voided",
+                  "invoice.credited", "posting.created", "posting.reversed", "payment.succeeded", "payment.failed",
+                  "payment.refunded"]
+    occurred_at: _Time
+    contract_id: _Id | None = None
+    refs: _Refs | None = None
+    amount: _Money | None = None
+    tax_amount: _Money | None = None
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")] | None = None
+    entity: _Id | None = None
+    due_at: _Time | None = None
+    system: _Id | None = None
+    attributes: dict[str, Any] | None = None
+
+
+_WIRE = msgspec.json.Decoder(_Wire)
+_OBJECT = msgspec.json.Decoder(dict[str, Any])
+_REQUIRED = frozenset({"event_id", "source", "type", "occurred_at"})
+_AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
+_MISSING = re.compile(r"Object missing required field `([^`]+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")
+_REASONS = {
+    "amount": 'must be a decimal string such as "1200.00" with at most 15 digits and 6 decimals '
+              "(money is never a number)",
+    "tax_amount": 'must be a decimal string such as "96.00" with at most 15 digits and 6 decimals '
+                  "(money is never a number)",
+    "occurred_at": "must be an RFC 3339 time with an offset, such as 2026-03-02T10:00:00Z",
+    "due_at": "must be an RFC 3339 time with an offset, such as 2026-03-02T10:00:00Z",
+    "currency": "must be an ISO 4217 code such as USD",
+    "source": f"must be one of {', '.join(c.SOURCES)}",
+    "type": "not a known event type; known: " + ", ".join(c.EVENT_TYPES),
+    "refs": "must be an object of external ids",
+    "attributes": "must be an object",
+}
+
+
+def _wire_error(exc: msgspec.ValidationError) -> EventError:
+    """msgspec's message, said as DESIGN.md's "field: reason"."""
+    m = _AT.match(str(exc))
+    message, path = (m.group(1), m.group(2) or "") if m else (str(exc), "")
+    where = path.lstrip(".")
+    if (miss := _MISSING.match(message)) is not None:
+        return EventError(".".join(filter(None, (where, miss.group(1)))), "required")
+    if (extra := _UNKNOWN.match(message)) is not None:
+        return EventError(f"{where}.{extra.group(1)}", "unknown ref; known: " + ", ".join(c.REF_KEYS))
+    if not where:
+        return EventError("event", "must be a JSON object")
+    if "got `null`" in message and where in _REQUIRED:
+        return EventError(where, "required")
+    if where in _REASONS:
+        return EventError(where, _REASONS[where])
+    if "matching regex" in message or "length <=" in message:  # every other string field is an _Id
+        return EventError(where, f"must be a non-empty string of at most {MAX_ID} characters")
+    return EventError(where, message[0].lower() + message[1:] if message else "invalid")
+
+
+def parse_raw(raw: bytes | msgspec.Raw) -> CanonicalEvent:
+    """One canonical event from the JSON text of one event, or EventError naming the first bad field."""
+    try:
+        obj = _OBJECT.decode(raw)
+    except msgspec.ValidationError:
+        raise EventError("event", "must be a JSON object") from None
+    except msgspec.DecodeError as exc:
+        raise EventError("event", f"not JSON ({exc})") from None
+    try:
+        wire = _WIRE.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _wire_error(exc) from None
+    return _canonical(wire, obj)
+
+
 def parse_event(obj: Any) -> CanonicalEvent:
-    """One canonical event from its JSON object, or EventError naming the first bad field."""
+    """One canonical event from its JSON object (already decoded), or EventError."""
     if not isinstance(obj, dict):
         raise EventError("event", "must be a JSON object")
-    event_id = _text(obj.get("event_id"), "event_id", required=True)
-    source = obj.get("source")
-    if source is None:
-        raise EventError("source", "required")
-    if source not in _SOURCES:
-        raise EventError("source", f"must be one of {', '.join(c.SOURCES)}")
-    type_ = obj.get("type")
-    if type_ is None:
-        raise EventError("type", "required")
-    if type_ not in _TYPES:
-        raise EventError("type", f"{_clip(str(type_))!r} is not a known event type")
-    if obj.get("occurred_at") is None:
-        raise EventError("occurred_at", "required")
-    occurred_at, raw_at = parse_time(obj["occurred_at"], "occurred_at")
-    contract_id = _text(obj.get("contract_id"), "contract_id")
-    refs = _refs(obj.get("refs"))
-    if contract_id is None and not any(k in refs for k in _JOIN_REFS):
+    return parse_raw(orjson.dumps(obj))
+
+
+def _canonical(w: _Wire, obj: dict[str, Any]) -> CanonicalEvent:
+    try:
+        occurred_at = _instant(w.occurred_at)
+    except ValueError:
+        raise EventError("occurred_at", f"{_clip(w.occurred_at)!r} is not a valid date and time") from None
+    try:
+        due_at = None if w.due_at is None else _instant(w.due_at)
+    except ValueError:
+        raise EventError("due_at", f"{_clip(w.due_at or '')!r} is not a valid date and time") from None
+    refs = {k: v for k in c.REF_KEYS if (v := getattr(w.refs, k)) is not None} if w.refs is not None else {}
+    if w.contract_id is None and not any(k in refs for k in _JOIN_REFS):
         raise EventError("contract_id", "required when refs name no order, invoice, posting or payment")
-    amount = _decimal(obj["amount"], "amount") if obj.get("amount") is not None else None
-    tax = _decimal(obj["tax_amount"], "tax_amount") if obj.get("tax_amount") is not None else None
-    currency = obj.get("currency")
-    if currency is not None and (not isinstance(currency, str) or not _CURRENCY.fullmatch(currency)):
-        raise EventError("currency", "must be an ISO 4217 code such as USD")
-    if currency is None and (amount is not None or tax is not None):
+    if w.currency is None and (w.amount is not None or w.tax_amount is not None):
         raise EventError("currency", "required with an amount")
-    due_at, raw_due = parse_time(obj["due_at"], "due_at") if obj.get("due_at") is not None else (None, None)
-    attributes = obj.get("attributes")
-    if attributes is None:
-        attributes = {}
-    elif not isinstance(attributes, dict):
-        raise EventError("attributes", "must be an object")
+    attributes = w.attributes or {}
     unknown = {k: v for k, v in obj.items() if k not in _KNOWN}
     if unknown:
         attributes = {**unknown, **attributes}
     _check_billing(attributes)
     return CanonicalEvent(
-        event_id=event_id or "", source=source, type=type_, occurred_at=occurred_at, contract_id=contract_id,
-        refs=refs, amount=amount, tax_amount=tax, currency=currency,
-        entity=_text(obj.get("entity"), "entity"), due_at=due_at, system=_text(obj.get("system"), "system"),
-        attributes=attributes, raw_occurred_at=raw_at, raw_due_at=raw_due)
+        event_id=w.event_id, source=w.source, type=w.type, occurred_at=occurred_at, contract_id=w.contract_id,
+        refs=refs, amount=None if w.amount is None else Decimal(w.amount),
+        tax_amount=None if w.tax_amount is None else Decimal(w.tax_amount), currency=w.currency, entity=w.entity,
+        due_at=due_at, system=w.system, attributes=attributes, raw_occurred_at=w.occurred_at, raw_due_at=w.due_at)
 
 
 def from_stored(obj: dict[str, Any]) -> CanonicalEvent:
@@ -176,21 +227,6 @@ def from_stored(obj: dict[str, Any]) -> CanonicalEvent:
         currency=obj.get("currency"), entity=obj.get("entity"),
         due_at=None if due is None else _instant(due), system=obj.get("system"),
         attributes=obj.get("attributes") or {}, raw_occurred_at=raw_at, raw_due_at=due)
-
-
-def _refs(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise EventError("refs", "must be an object of external ids")
-    out: dict[str, str] = {}
-    for k, v in value.items():
-        if v is None:
-            continue
-        if k not in _REF_KEYS:
-            raise EventError(f"refs.{k}", f"unknown ref; known: {', '.join(c.REF_KEYS)}")
-        out[k] = _text(v, f"refs.{k}") or ""
-    return out
 
 
 def _check_billing(attributes: dict[str, Any]) -> None:

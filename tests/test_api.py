@@ -76,7 +76,7 @@ async def test_ndjson_with_a_torn_line(client: tuple[TestClient, Server]) -> Non
     r = await post(cl, body, ctype="application/x-ndjson")
     res = await r.json()
     assert (res["accepted"], [x["index"] for x in res["rejected"]]) == (2, [1])
-    assert res["rejected"][0]["error"].startswith("event: line is not JSON")
+    assert res["rejected"][0]["error"].startswith("event: not JSON")
     assert stored(server) == 2
 
 

@@ -35,8 +35,12 @@ def test_unknown_fields_are_kept_in_attributes() -> None:
     ({"occurred_at": "2026-03-02T10:00:00"}, "occurred_at", "offset"),
     ({"occurred_at": "2026-02-30T10:00:00Z"}, "occurred_at", "not a valid date"),
     ({"amount": 1200.0}, "amount", "never a number"),
-    ({"amount": "12,00"}, "amount", "not a decimal"),
-    ({"amount": "1e3"}, "amount", "not a decimal"),
+    ({"amount": "12,00"}, "amount", "decimal string"),
+    ({"amount": "1e3"}, "amount", "decimal string"),
+    ({"tax_amount": "0.1234567"}, "tax_amount", "6 decimals"),
+    ({"event_id": 7}, "event_id", "expected `str`, got `int`"),
+    ({"entity": ""}, "entity", "non-empty string"),
+    ({"refs": {"invoice_id": ""}}, "refs.invoice_id", "non-empty string"),
     ({"currency": "usd"}, "currency", "ISO 4217"),
     ({"currency": None}, "currency", "required with an amount"),
     ({"refs": {"invoice_id": "I1", "customer": "x"}}, "refs.customer", "unknown ref"),
@@ -59,6 +63,14 @@ def test_contract_id_may_be_absent_when_refs_resolve_it() -> None:
     assert parse_event(bare).contract_id is None
     with pytest.raises(EventError, match=r"^contract_id: required when refs"):
         parse_event({**bare, "refs": {"account_id": "A1"}})
+
+
+def test_the_wire_schema_knows_every_source_and_type_of_the_conventions() -> None:
+    from collector import conventions as c
+    for source in c.SOURCES:
+        assert parse_event({**GOOD, "source": source}).source == source
+    for type_ in c.EVENT_TYPES:
+        assert parse_event({**GOOD, "type": type_}).type == type_
 
 
 def test_not_an_object() -> None:
