@@ -7,7 +7,6 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import orjson
 from sqlalchemy import Connection, Engine, select, tuple_
 
 from collector import conventions as c
@@ -111,7 +110,7 @@ class EventStore:
             return set()
         received = self.clock_us()
         rows = [(ev.source, ev.event_id, ev.type, to_us(ev.occurred_at), keys[j], received,
-                 orjson.dumps(ev.to_json()).decode()) for j, ev in enumerate(unique)]
+                 ev.stored_json().decode()) for j, ev in enumerate(unique)]
         if conn.dialect.name == "sqlite":
             # BEGIN IMMEDIATE makes this the only writer, so what _stored did not find is new: a plain
             # executemany, the fastest insert the driver has.

@@ -5,7 +5,7 @@ Decimal and whose times are timezone-aware. Unknown fields are kept in `attribut
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -48,10 +48,16 @@ class CanonicalEvent:
     attributes: dict[str, Any] = field(default_factory=dict)
     raw_occurred_at: str = ""
     raw_due_at: str | None = None
+    # The JSON text as received, when it is already what the store keeps (nothing to move into
+    # attributes): stored as it came, which spares re-encoding every event.
+    stored_form: bytes | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.source, self.event_id)
+
+    def stored_json(self) -> bytes:
+        return self.stored_form if self.stored_form is not None else orjson.dumps(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         """The event as the API shows it: DESIGN.md's fields, absent ones left out."""
@@ -179,7 +185,14 @@ def parse_raw(raw: bytes | msgspec.Raw) -> CanonicalEvent:
         wire = _WIRE.decode(raw)
     except msgspec.ValidationError as exc:
         raise _wire_error(exc) from None
-    return _canonical(wire, obj)
+    event = _canonical(wire, obj)
+    if len(event.attributes) == len(wire.attributes or ()) and _plain_refs(obj.get("refs")):
+        return replace(event, stored_form=bytes(raw))
+    return event
+
+
+def _plain_refs(refs: Any) -> bool:
+    return refs is None or all(v is not None for v in refs.values())
 
 
 def parse_event(obj: Any) -> CanonicalEvent:
