@@ -20,7 +20,7 @@ from collector.waiting import JOIN_REFS, register
 # contract a ref leads to never depends on which other event happened to mention it first.
 OWNED_REF = {c.ORDER_BOOKED: "order_id", c.INVOICE_ISSUED: "invoice_id", c.POSTING_CREATED: "posting_id",
              c.PAYMENT_SUCCEEDED: "payment_id"}
-_LOOKUP_CHUNK = 400
+_LOOKUP_CHUNK = 2000  # ids per IN (...): few statements, well under every driver's parameter limit
 _SQLITE_INSERT = ("INSERT INTO events (source, event_id, type, at_us, contract_key, received_us, body) "
                   "VALUES (?, ?, ?, ?, ?, ?, ?)")
 
@@ -124,6 +124,8 @@ class EventStore:
 
     def _contract_keys(self, conn: Connection, batch: Sequence[CanonicalEvent]) -> list[str | None]:
         """The contract of each event: its contract_id, or the contract its refs name, if known yet."""
+        if all(ev.contract_id is not None for ev in batch):
+            return [ev.contract_id for ev in batch]
         local: dict[tuple[str, str], str] = {}
         wanted: set[tuple[str, str]] = set()
         for ev in batch:
