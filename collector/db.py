@@ -23,21 +23,23 @@ def normalize_url(url: str) -> str:
 SYNC_MODES = ("full", "normal")
 
 
-def make_engine(url: str, writer: bool = True, sqlite_synchronous: str = "full", **kwargs: Any) -> Engine:
+def make_engine(url: str, writer: bool = True, sync: str = "full", **kwargs: Any) -> Engine:
     """An engine; on SQLite a writer takes the write lock at BEGIN, a reader (writer=False) never does.
 
-    sqlite_synchronous "full" syncs the WAL at every commit, so an acknowledged event survives a power
-    loss; "normal" syncs at checkpoints only: a commit then survives a crash of revtrace but not of the
-    machine, and costs no fsync."""
-    if sqlite_synchronous not in SYNC_MODES:
-        raise ValueError(f"sqlite_synchronous: must be one of {', '.join(SYNC_MODES)}")
+    sync "full" waits at every commit until it is on disk, so an acknowledged event survives a power loss;
+    "normal" does not wait (SQLite syncs at checkpoints, PostgreSQL's synchronous_commit is off): a commit
+    then survives a crash of revtrace but maybe not of the machine, and the store stays consistent either
+    way. Reconciliation writes derived state with "normal": what a power loss takes back, the next pass
+    recomputes, since the dirty marks it cleared come back with it."""
+    if sync not in SYNC_MODES:
+        raise ValueError(f"sync: must be one of {', '.join(SYNC_MODES)}")
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = make_url(url).database
         if path and path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs)
-        event.listen(engine, "connect", lambda conn, rec: _sqlite_pragmas(conn, sqlite_synchronous))
+        event.listen(engine, "connect", lambda conn, rec: _sqlite_pragmas(conn, sync))
         # pysqlite's own transaction handling defers BEGIN; take the write lock at BEGIN instead, so two
         # writers queue on busy_timeout rather than fail on lock upgrade.
         begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
@@ -45,6 +47,8 @@ def make_engine(url: str, writer: bool = True, sqlite_synchronous: str = "full",
         return engine
     kwargs.setdefault("pool_size", 8)
     kwargs.setdefault("pool_pre_ping", True)
+    if sync == "normal" and url.startswith("postgresql"):
+        kwargs.setdefault("connect_args", {"options": "-c synchronous_commit=off"})
     return create_engine(url, **kwargs)
 
 

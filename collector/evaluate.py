@@ -8,13 +8,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, text, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, update
 
 from collector import conventions as c
 from collector import waiting
@@ -22,6 +21,7 @@ from collector.documents import Documents, assemble
 from collector.ingest import refs_of
 from collector.model import CanonicalEvent, from_stored
 from collector.money import show, to_micros
+from collector.pass_lock import pass_lock
 from collector.policy import Policy
 from collector.reconcile import Finding, reconcile
 from collector.schema import contract_totals, contracts, dirty, events, mismatches, ref_map
@@ -30,9 +30,10 @@ from collector.timeutil import from_us, to_us, to_us_delta
 from collector.trace import Summary, summarize
 
 CHUNK = 500
+FULL_CHUNK = 2000  # a full pass writes in larger transactions: fewer commits over the whole store
 LAG_COLUMNS = {c.HOPS[0]: "lag_order_to_invoice", c.HOPS[1]: "lag_invoice_to_posting",
                c.HOPS[2]: "lag_invoice_to_payment"}
-OnLag = Callable[[str, str, float], None]
+Lag = tuple[str, str, float]  # hop, entity, seconds
 
 
 @dataclass
@@ -45,33 +46,13 @@ class PassResult:
     full: bool = False
     seconds: float = 0.0
     skipped: bool = False
+    # Hop lags that became known in this pass, to be counted once each in the lag histogram.
+    lags: list[Lag] = field(default_factory=list, repr=False)
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-PASS_LOCK = 0x72657674  # "revt": the advisory lock of the reconciliation pass
-
-
-@contextmanager
-def cluster_lock(engine: Engine, wait: bool) -> Iterator[bool]:
-    """Held for the whole pass on a connection of its own; SQLite needs none (one process owns the file)."""
-    if engine.dialect.name != "postgresql":
-        yield True
-        return
-    with engine.connect() as conn:
-        if wait:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PASS_LOCK})
-            held = True
-        else:
-            held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PASS_LOCK}).scalar())
-        conn.commit()
-        try:
-            yield held
-        finally:
-            if held:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PASS_LOCK})
-                conn.commit()
+        out = asdict(self)
+        del out["lags"]
+        return out
 
 
 def load_event(body: str | bytes) -> CanonicalEvent:
@@ -83,31 +64,28 @@ def orphan_scope(ev: CanonicalEvent) -> str:
 
 
 class Reconciler:
-    def __init__(self, engine: Engine, policy: Policy, clock_us: Callable[[], int], on_lag: OnLag | None = None,
+    def __init__(self, engine: Engine, policy: Policy, clock_us: Callable[[], int],
                  read_engine: Engine | None = None):
-        self.engine, self.policy, self.clock_us, self.on_lag = engine, policy, clock_us, on_lag
+        self.engine, self.policy, self.clock_us = engine, policy, clock_us
         self.read_engine = read_engine if read_engine is not None else engine
 
-    def run(self, full: bool = False, wait: bool = True) -> PassResult:
-        """One pass. On PostgreSQL passes run one at a time cluster-wide (an advisory lock); without
-        `wait`, a pass that finds another replica's under way is skipped."""
-        with cluster_lock(self.engine, wait) as held:
+    def run(self, full: bool = False, wait: bool = True, now_us: int | None = None) -> PassResult:
+        """One pass, one at a time over the store; without `wait`, a pass that finds another under way
+        (another replica's, or a killed server's last one) is skipped."""
+        with pass_lock(self.engine, wait) as held:
             if not held:
                 return PassResult(full=full, skipped=True)
-            return self._run(full)
+            return self._run(full, self.clock_us() if now_us is None else now_us)
 
-    def _run(self, full: bool) -> PassResult:
+    def _run(self, full: bool, now_us: int) -> PassResult:
         started = time.perf_counter()
-        now_us = self.clock_us()
         res = PassResult(full=full)
         self._join_waiting(now_us, res, full)
         batches = self._all_keys() if full else self._changed_keys(now_us)
         for keys in batches:
             with self.engine.begin() as conn:
                 new_lags = self._evaluate(conn, keys, now_us, res)
-            if self.on_lag is not None:  # after the commit, so that a rolled-back chunk counts nothing
-                for hop, entity, lag in new_lags:
-                    self.on_lag(hop, entity, lag)
+            res.lags.extend(new_lags)  # after the commit: a rolled-back chunk counts nothing
         res.seconds = round(time.perf_counter() - started, 6)
         return res
 
@@ -120,14 +98,14 @@ class Reconciler:
 
     def _all_keys(self) -> Iterator[list[str]]:
         yield from self._paged(select(events.c.contract_key).where(events.c.contract_key.is_not(None)).distinct(),
-                               events.c.contract_key)
+                               events.c.contract_key, FULL_CHUNK)
         # Contracts marked dirty but without events cannot exist; marks left by a crash are cleared here too.
         yield from self._paged(select(dirty.c.contract_key), dirty.c.contract_key)
 
-    def _paged(self, query: Any, key: Any) -> Iterator[list[str]]:
+    def _paged(self, query: Any, key: Any, size: int = CHUNK) -> Iterator[list[str]]:
         last: str | None = None
         while True:
-            q = query.order_by(key).limit(CHUNK)
+            q = query.order_by(key).limit(size)
             if last is not None:
                 q = q.where(key > last)
             with self.read_engine.connect() as conn:
@@ -185,7 +163,7 @@ class Reconciler:
         return assemble(evs, self.policy.duplicate_window)
 
     def _evaluate(self, conn: Connection, keys: list[str], now_us: int,
-                  res: PassResult) -> list[tuple[str, str, float]]:
+                  res: PassResult) -> list[Lag]:
         """Re-examine these contracts; answers the hop lags that became known, to be counted once."""
         marks = dict(conn.execute(select(dirty.c.contract_key, dirty.c.token)
                                   .where(dirty.c.contract_key.in_(keys))).all())
@@ -198,7 +176,7 @@ class Reconciler:
         now = from_us(now_us)
         scopes: dict[str, tuple[list[Finding], str | None]] = {}
         rows: list[dict[str, Any]] = []
-        new_lags: list[tuple[str, str, float]] = []
+        new_lags: list[Lag] = []
         for key in keys:
             evs = by_key.get(key)
             if not evs:

@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 from collector import auth
 from collector.api import CollectorApi
 from collector.assurance import Assurance
-from collector.db import make_engine, upgrade
-from collector.evaluate import Reconciler
+from collector.db import make_engine, normalize_url, upgrade
 from collector.ingest import EventStore
 from collector.metrics import CollectorMetrics, StoreGauges
+from collector.pass_worker import PassWorker, run_in
 from collector.queries import Reads
 from collector.writer import BatchWriter
 from dashboards.web import Pages
@@ -39,14 +39,14 @@ class Server:
         self.clock_us = clock_us
         self.registry = registry if registry is not None else CollectorRegistry()
         self.engine = make_engine(settings.database_url, writer=True,
-                                  sqlite_synchronous=settings.sqlite_synchronous)
+                                  sync=settings.sqlite_synchronous if settings.database_url.startswith("sqlite")
+                                  else "full")
         self.read_engine = make_engine(settings.database_url, writer=False)
         self.executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="revtrace-db")
         self.metrics = CollectorMetrics(self.registry)
         self.registry.register(StoreGauges(self.read_engine))
         self.store = EventStore(self.engine, clock_us)
-        self.reconciler = Reconciler(self.engine, settings.policy, clock_us, self.metrics.observe_lag,
-                                     read_engine=self.read_engine)
+        self.passes = PassWorker(normalize_url(settings.database_url), settings.policy)
         self.reads = Reads(self.read_engine, settings.policy)
         self.assurance = Assurance(self.read_engine)
         self._evaluating = asyncio.Lock()
@@ -57,8 +57,10 @@ class Server:
     async def evaluate(self, full: bool = False, wait: bool = True) -> dict[str, Any]:
         """One reconciliation pass (the scheduler's and POST /api/v1/admin/evaluate's), never two at once."""
         async with self._evaluating:
-            result = await asyncio.get_running_loop().run_in_executor(self.executor, self.reconciler.run, full,
-                                                                      wait)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.executor, run_in, self.passes, full, wait, self.clock_us())
+        for hop, entity, lag in result.lags:
+            self.metrics.observe_lag(hop, entity, lag)
         self.last_pass = result.as_json()
         return self.last_pass
 
@@ -97,6 +99,7 @@ class Server:
             await self.writer.stop()
         async with self._evaluating:  # let a running pass finish its chunk
             pass
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.passes.shutdown)
         self.executor.shutdown(wait=True)
         self.engine.dispose()
         self.read_engine.dispose()

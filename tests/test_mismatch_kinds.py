@@ -283,7 +283,7 @@ def test_incremental_passes_agree_with_a_full_pass(world: World) -> None:
 def test_on_postgresql_a_pass_waits_for_or_skips_another_replicas(pg_url: str) -> None:
     from sqlalchemy import text
 
-    from collector.evaluate import PASS_LOCK
+    from collector.pass_lock import PASS_LOCK
     engine = make_engine(pg_url)
     upgrade(engine)
     try:
@@ -299,3 +299,27 @@ def test_on_postgresql_a_pass_waits_for_or_skips_another_replicas(pg_url: str) -
         assert not ran.skipped and ran.evaluated == 1
     finally:
         engine.dispose()
+
+
+def test_on_sqlite_a_pass_skips_while_another_process_holds_the_store(world: World, tmp_path: object) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    from collector.evaluate import Reconciler
+    world.ingest(order())
+    path = world.engine.url.database
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        fd = os.open({path!r} + "-pass.lock", os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("held", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert Reconciler(world.engine, world.policy, world.clock_us).run(wait=False).skipped
+    finally:
+        holder.kill()  # the system lets go of a dead process's lock
+        holder.wait()
+    assert world.evaluate().evaluated == 1

@@ -1,0 +1,51 @@
+"""Reconciliation passes in a process of their own. A pass is Python-bound; in the server's process it
+would share one interpreter lock with ingest and the API, so a large pass would slow every request."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+from collector.db import make_engine
+from collector.evaluate import PassResult, Reconciler
+from collector.policy import Policy
+
+_reconciler: Reconciler | None = None  # this worker process's, built once by _start
+
+
+def _start(url: str, policy: Policy) -> None:
+    global _reconciler
+    engine = make_engine(url, writer=True, sync="normal")
+    _reconciler = Reconciler(engine, policy, lambda: time.time_ns() // 1000,
+                             read_engine=make_engine(url, writer=False))
+
+
+def _run(full: bool, wait: bool, now_us: int) -> PassResult:
+    if _reconciler is None:  # pragma: no cover - the pool's initializer always ran
+        raise RuntimeError("pass worker not started")
+    return _reconciler.run(full, wait, now_us)
+
+
+class PassWorker:
+    """One worker process that runs passes over one store, started on first use."""
+
+    def __init__(self, url: str, policy: Policy):
+        self.url, self.policy = url, policy
+        self._pool: ProcessPoolExecutor | None = None
+
+    def pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the server's threads and open connections must not be copied.
+            self._pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_start,
+                                             initargs=(self.url, self.policy))
+        return self._pool
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def run_in(worker: PassWorker, full: bool, wait: bool, now_us: int) -> PassResult:
+    """Blocking: one pass in the worker process (call it from a thread)."""
+    return worker.pool().submit(_run, full, wait, now_us).result()
