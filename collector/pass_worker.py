@@ -2,9 +2,11 @@
 would share one interpreter lock with ingest and the API, so a large pass would slow every request."""
 from __future__ import annotations
 
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_context, parent_process
 
 from collector.db import make_engine
 from collector.evaluate import PassResult, Reconciler
@@ -15,9 +17,19 @@ _reconciler: Reconciler | None = None  # this worker process's, built once by _s
 
 def _start(url: str, policy: Policy) -> None:
     global _reconciler
+    threading.Thread(target=_exit_with_parent, name="revtrace-exit-with-parent", daemon=True).start()
     engine = make_engine(url, writer=True, sync="normal")
     _reconciler = Reconciler(engine, policy, lambda: time.time_ns() // 1000,
                              read_engine=make_engine(url, writer=False))
+
+
+def _exit_with_parent() -> None:
+    """A server killed outright (SIGKILL) cannot stop its worker: the worker stops itself. A pass cut
+    short leaves nothing half done; each chunk is one transaction and the dirty marks remain."""
+    parent = parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(0)
 
 
 def _run(full: bool, wait: bool, now_us: int) -> PassResult:
