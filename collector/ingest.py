@@ -7,12 +7,13 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, select, tuple_
+from sqlalchemy import Connection, Engine
 
+from collector import bulk
 from collector import conventions as c
 from collector.model import CanonicalEvent
-from collector.schema import dirty, events, ref_map
-from collector.sqlutil import dialect_insert, insert_ignore, upsert
+from collector.schema import dirty, ref_map
+from collector.sqlutil import insert_ignore, upsert
 from collector.timeutil import to_us
 from collector.waiting import JOIN_REFS, register
 
@@ -20,9 +21,6 @@ from collector.waiting import JOIN_REFS, register
 # contract a ref leads to never depends on which other event happened to mention it first.
 OWNED_REF = {c.ORDER_BOOKED: "order_id", c.INVOICE_ISSUED: "invoice_id", c.POSTING_CREATED: "posting_id",
              c.PAYMENT_SUCCEEDED: "payment_id"}
-_LOOKUP_CHUNK = 2000  # ids per IN (...): few statements, well under every driver's parameter limit
-_SQLITE_INSERT = ("INSERT INTO events (source, event_id, type, at_us, contract_key, received_us, body) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?)")
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class EventStore:
         with self.engine.begin() as conn:
             # Replays are found first, so that a batch of replays writes nothing and costs no more than a
             # new one.
-            stored_before = self._stored(conn, list(first))
+            stored_before = bulk.stored_keys(conn, list(first))
             unique = [batch[i] for k, i in first.items() if k not in stored_before]
             keys = self._contract_keys(conn, unique)
             inserted = self._insert(conn, unique, keys)
@@ -76,51 +74,15 @@ class EventStore:
 
     @staticmethod
     def _pks(conn: Connection, evs: list[CanonicalEvent]) -> list[tuple[int, CanonicalEvent]]:
-        if not evs:
-            return []
-        by_key = {ev.key: ev for ev in evs}
-        out: list[tuple[int, CanonicalEvent]] = []
-        for source in sorted({ev.source for ev in evs}):
-            ids = sorted(ev.event_id for ev in evs if ev.source == source)
-            for i in range(0, len(ids), _LOOKUP_CHUNK):
-                q = select(events.c.id, events.c.event_id).where(events.c.source == source,
-                                                                  events.c.event_id.in_(ids[i:i + _LOOKUP_CHUNK]))
-                out.extend((pk, by_key[(source, eid)]) for pk, eid in conn.execute(q))
-        return out
-
-    @staticmethod
-    def _stored(conn: Connection, wanted: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these keys are stored already; by source, so each lookup seeks the unique index."""
-        found: set[tuple[str, str]] = set()
-        by_source: dict[str, list[str]] = {}
-        for source, event_id in wanted:
-            by_source.setdefault(source, []).append(event_id)
-        for source, ids in sorted(by_source.items()):
-            ids.sort()
-            for i in range(0, len(ids), _LOOKUP_CHUNK):
-                q = select(events.c.event_id).where(events.c.source == source,
-                                                    events.c.event_id.in_(ids[i:i + _LOOKUP_CHUNK]))
-                found.update((source, e) for e in conn.execute(q).scalars())
-        return found
+        pks = bulk.event_pks(conn, [ev.key for ev in evs]) if evs else {}
+        return [(pks[ev.key], ev) for ev in evs]
 
     def _insert(self, conn: Connection, unique: list[CanonicalEvent],
                 keys: list[str | None]) -> set[tuple[str, str]]:
         """Insert the events not stored before; answers those that were inserted."""
-        if not unique:
-            return set()
         received = self.clock_us()
-        rows = [(ev.source, ev.event_id, ev.type, to_us(ev.occurred_at), keys[j], received,
-                 ev.stored_json().decode()) for j, ev in enumerate(unique)]
-        if conn.dialect.name == "sqlite":
-            # BEGIN IMMEDIATE makes this the only writer, so what _stored did not find is new: a plain
-            # executemany, the fastest insert the driver has.
-            conn.exec_driver_sql(_SQLITE_INSERT, rows)
-            return {ev.key for ev in unique}
-        # Another replica may commit the same event meanwhile: its copy wins and ours is a duplicate.
-        stmt = dialect_insert(conn, events).on_conflict_do_nothing(
-            index_elements=["source", "event_id"]).returning(events.c.source, events.c.event_id)
-        cols = ("source", "event_id", "type", "at_us", "contract_key", "received_us", "body")
-        return {(r[0], r[1]) for r in conn.execute(stmt, [dict(zip(cols, row, strict=True)) for row in rows])}
+        return bulk.insert_events(conn, [(ev.source, ev.event_id, ev.type, to_us(ev.occurred_at), keys[j], received,
+                                          ev.stored_json().decode()) for j, ev in enumerate(unique)])
 
     def _contract_keys(self, conn: Connection, batch: Sequence[CanonicalEvent]) -> list[str | None]:
         """The contract of each event: its contract_id, or the contract its refs name, if known yet."""
@@ -135,15 +97,7 @@ class EventStore:
         for ev in batch:
             if ev.contract_id is None:
                 wanted.update((k, ev.refs[k]) for k in JOIN_REFS if k in ev.refs)
-        wanted -= local.keys()
-        found = dict(local)
-        pairs = sorted(wanted)
-        for i in range(0, len(pairs), _LOOKUP_CHUNK):
-            part = pairs[i:i + _LOOKUP_CHUNK]
-            q = select(ref_map.c.kind, ref_map.c.ref, ref_map.c.contract_key).where(
-                tuple_(ref_map.c.kind, ref_map.c.ref).in_(part))
-            for kind, ref, key in conn.execute(q):
-                found.setdefault((kind, ref), key)
+        found = {**bulk.claims(conn, sorted(wanted - local.keys())), **local}
         return [ev.contract_id if ev.contract_id is not None else resolve(ev, found) for ev in batch]
 
 
