@@ -65,7 +65,7 @@ class Invoice:
 
     @property
     def live(self) -> bool:
-        return self.ended_at is None
+        return self.voided_at is None and self.closed_by_credit_at is None
 
 
 @dataclass

@@ -25,7 +25,7 @@ from collector.pass_lock import pass_lock
 from collector.policy import Policy
 from collector.reconcile import Finding, reconcile
 from collector.schema import contract_totals, contracts, dirty, events, mismatches, ref_map
-from collector.sqlutil import add_to, insert_ignore, upsert
+from collector.sqlutil import add_to, among, insert_ignore, upsert
 from collector.timeutil import from_us, to_us, to_us_delta
 from collector.trace import Summary, summarize
 
@@ -153,7 +153,8 @@ class Reconciler:
     def _events_by_pk(conn: Connection, pks: list[int]) -> dict[int, CanonicalEvent]:
         out: dict[int, CanonicalEvent] = {}
         for i in range(0, len(pks), CHUNK):
-            for pk, body in conn.execute(select(events.c.id, events.c.body).where(events.c.id.in_(pks[i:i + CHUNK]))):
+            q = select(events.c.id, events.c.body).where(among(conn, events.c.id, pks[i:i + CHUNK]))
+            for pk, body in conn.execute(q):
                 out[pk] = load_event(body)
         return out
 
@@ -166,13 +167,13 @@ class Reconciler:
                   res: PassResult) -> list[Lag]:
         """Re-examine these contracts; answers the hop lags that became known, to be counted once."""
         marks = dict(conn.execute(select(dirty.c.contract_key, dirty.c.token)
-                                  .where(dirty.c.contract_key.in_(keys))).all())
+                                  .where(among(conn, dirty.c.contract_key, keys))).all())
         by_key: dict[str, list[CanonicalEvent]] = defaultdict(list)
         for key, body in conn.execute(select(events.c.contract_key, events.c.body)
-                                      .where(events.c.contract_key.in_(keys))):
+                                      .where(among(conn, events.c.contract_key, keys))):
             by_key[key].append(load_event(body))
         prev = {r.contract_key: r._asdict() for r in conn.execute(
-            select(contracts).where(contracts.c.contract_key.in_(keys)))}
+            select(contracts).where(among(conn, contracts.c.contract_key, keys)))}
         now = from_us(now_us)
         scopes: dict[str, tuple[list[Finding], str | None]] = {}
         rows: list[dict[str, Any]] = []
@@ -213,7 +214,7 @@ class Reconciler:
         current: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         names = list(scopes)
         for i in range(0, len(names), CHUNK):
-            q = select(*cols).where(mismatches.c.scope.in_(names[i:i + CHUNK]), mismatches.c.state == "open")
+            q = select(*cols).where(among(conn, mismatches.c.scope, names[i:i + CHUNK]), mismatches.c.state == "open")
             for r in conn.execute(q):
                 current[(r[1], r[2], r[3])] = tuple(r)
         inserts: list[dict[str, Any]] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Float, Integer, Table
+from sqlalchemy import BigInteger, Connection, Float, Integer, String, Table, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -49,6 +49,14 @@ def _on_conflict_update(conn: Connection, table: Table, rows: Sequence[dict[str,
     stmt = ins.on_conflict_do_update(index_elements=list(keys),
                                      set_={c: table.c[c] + v if add else v for c, v in new.items()})
     conn.execute(stmt, list(rows))
+
+
+def among(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
+    """column IN values: on PostgreSQL one array parameter (= ANY), not one parameter per value."""
+    if conn.dialect.name == "postgresql":
+        kind = BigInteger() if isinstance(column.type, (BigInteger, Integer)) else String()
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(kind)))
+    return column.in_(list(values))
 
 
 def driver(conn: Connection) -> Any:

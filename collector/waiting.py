@@ -10,7 +10,7 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from collector import conventions as c
 from collector.model import CanonicalEvent
 from collector.schema import ref_map, waiting, waiting_refs
-from collector.sqlutil import insert_ignore
+from collector.sqlutil import among, insert_ignore
 from collector.timeutil import to_us
 
 # The order in which an event's refs are tried to find its contract (DESIGN.md: a payment or posting that
@@ -46,8 +46,8 @@ def joinable(conn: Connection) -> dict[int, str]:
 def forget(conn: Connection, pks: Sequence[int]) -> None:
     for i in range(0, len(pks), 500):
         part = list(pks[i:i + 500])
-        conn.execute(delete(waiting_refs).where(waiting_refs.c.event_pk.in_(part)))
-        conn.execute(delete(waiting).where(waiting.c.event_pk.in_(part)))
+        conn.execute(delete(waiting_refs).where(among(conn, waiting_refs.c.event_pk, part)))
+        conn.execute(delete(waiting).where(among(conn, waiting.c.event_pk, part)))
 
 
 def past_grace(conn: Connection, before_us: int, again: bool) -> list[int]:
