@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -50,9 +50,7 @@ class PassResult:
     lags: list[Lag] = field(default_factory=list, repr=False)
 
     def as_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        del out["lags"]
-        return out
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lags"}
 
 
 def load_event(body: str | bytes) -> CanonicalEvent:
