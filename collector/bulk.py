@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, select
 
 from collector.schema import events, ref_map
 from collector.sqlutil import driver
@@ -24,23 +24,39 @@ _PG_MOVE = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) SELECT {', '.join(
 
 def stored_keys(conn: Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of these (source, event_id) are stored already."""
-    if not keys:
-        return set()
+    return set(_by_pair(conn, events, "source", "event_id", "id", keys))
+
+
+def event_pks(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The row ids of stored events."""
+    return _by_pair(conn, events, "source", "event_id", "id", keys)
+
+
+def claims(conn: Connection, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The contract each (kind, ref) was claimed for, of those claimed."""
+    return _by_pair(conn, ref_map, "kind", "ref", "contract_key", pairs)
+
+
+def _by_pair(conn: Connection, table: Table, first: str, second: str, value: str,
+             pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """`value` of the rows whose (first, second) is among the pairs; the pair is the table's unique key."""
+    if not pairs:
+        return {}
     if conn.dialect.name == "postgresql":
         with driver(conn).cursor() as cur:
-            cur.execute("SELECT e.source, e.event_id FROM events e JOIN unnest(%s::text[], %s::text[]) "
-                        "AS k(source, event_id) USING (source, event_id)",
-                        ([k[0] for k in keys], [k[1] for k in keys]))
-            return {(s, e) for s, e in cur.fetchall()}
-    found: set[tuple[str, str]] = set()
-    by_source: dict[str, list[str]] = {}
-    for source, event_id in keys:
-        by_source.setdefault(source, []).append(event_id)
-    for source, ids in sorted(by_source.items()):
-        ids.sort()
-        for i in range(0, len(ids), CHUNK):  # by source, so that each lookup seeks the unique index
-            q = select(events.c.event_id).where(events.c.source == source, events.c.event_id.in_(ids[i:i + CHUNK]))
-            found.update((source, e) for e in conn.execute(q).scalars())
+            cur.execute(f"SELECT t.{first}, t.{second}, t.{value} FROM {table.name} t "
+                        f"JOIN unnest(%s::text[], %s::text[]) AS k({first}, {second}) USING ({first}, {second})",
+                        ([p[0] for p in pairs], [p[1] for p in pairs]))
+            return {(a, b): v for a, b, v in cur.fetchall()}
+    found: dict[tuple[str, str], Any] = {}
+    grouped: dict[str, list[str]] = {}
+    for a, b in pairs:
+        grouped.setdefault(a, []).append(b)
+    for a, bs in sorted(grouped.items()):
+        bs.sort()
+        for i in range(0, len(bs), CHUNK):  # grouped by the first column, so each lookup seeks the unique index
+            q = select(table.c[second], table.c[value]).where(table.c[first] == a, table.c[second].in_(bs[i:i + CHUNK]))
+            found.update(((a, b), v) for b, v in conn.execute(q))
     return found
 
 
@@ -62,38 +78,3 @@ def insert_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[tupl
     # SQLite: this is the only writer, and stored_keys found none of these, so every row is new.
     conn.exec_driver_sql(_SQLITE_INSERT, list(rows))
     return {(r[0], r[1]) for r in rows}
-
-
-def claims(conn: Connection, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The contract each (kind, ref) was claimed for, of those claimed."""
-    if not pairs:
-        return {}
-    if conn.dialect.name == "postgresql":
-        with driver(conn).cursor() as cur:
-            cur.execute("SELECT r.kind, r.ref, r.contract_key FROM ref_map r JOIN unnest(%s::text[], %s::text[]) "
-                        "AS k(kind, ref) USING (kind, ref)", ([p[0] for p in pairs], [p[1] for p in pairs]))
-            return {(k, r): key for k, r, key in cur.fetchall()}
-    found: dict[tuple[str, str], str] = {}
-    by_kind: dict[str, list[str]] = {}
-    for kind, ref in pairs:
-        by_kind.setdefault(kind, []).append(ref)
-    for kind, refs in sorted(by_kind.items()):
-        for i in range(0, len(refs), CHUNK):
-            q = select(ref_map.c.ref, ref_map.c.contract_key).where(ref_map.c.kind == kind,
-                                                                    ref_map.c.ref.in_(refs[i:i + CHUNK]))
-            found.update(((kind, r), key) for r, key in conn.execute(q))
-    return found
-
-
-def event_pks(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """The row ids of stored events."""
-    out: dict[tuple[str, str], int] = {}
-    by_source: dict[str, list[str]] = {}
-    for source, event_id in keys:
-        by_source.setdefault(source, []).append(event_id)
-    for source, ids in sorted(by_source.items()):
-        for i in range(0, len(ids), CHUNK):
-            q = select(events.c.id, events.c.event_id).where(events.c.source == source,
-                                                              events.c.event_id.in_(ids[i:i + CHUNK]))
-            out.update(((source, eid), pk) for pk, eid in conn.execute(q))
-    return out
