@@ -61,6 +61,15 @@ def orphan_scope(ev: CanonicalEvent) -> str:
     return f"~{ev.source}/{ev.event_id}"
 
 
+@dataclass
+class _Examined:
+    """One chunk's reconciliation, between reading it and writing it."""
+    marks: dict[str, int]
+    scopes: dict[str, tuple[list[Finding], str | None]] = field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    entities: dict[str, str] = field(default_factory=dict)
+
+
 class Reconciler:
     def __init__(self, engine: Engine, policy: Policy, clock_us: Callable[[], int],
                  read_engine: Engine | None = None):
@@ -81,8 +90,10 @@ class Reconciler:
         self._join_waiting(now_us, res, full)
         batches = self._all_keys() if full else self._changed_keys(now_us)
         for keys in batches:
+            with self.read_engine.connect() as reader:
+                examined = self._examine(reader, keys, now_us)
             with self.engine.begin() as conn:
-                new_lags = self._evaluate(conn, keys, now_us, res)
+                new_lags = self._write(conn, examined, now_us, res)
             res.lags.extend(new_lags)  # after the commit: a rolled-back chunk counts nothing
         res.seconds = round(time.perf_counter() - started, 6)
         return res
@@ -161,21 +172,17 @@ class Reconciler:
     def _assemble(self, evs: Sequence[CanonicalEvent]) -> Documents:
         return assemble(evs, self.policy.duplicate_window)
 
-    def _evaluate(self, conn: Connection, keys: list[str], now_us: int,
-                  res: PassResult) -> list[Lag]:
-        """Re-examine these contracts; answers the hop lags that became known, to be counted once."""
-        marks = dict(conn.execute(select(dirty.c.contract_key, dirty.c.token)
-                                  .where(among(conn, dirty.c.contract_key, keys))).all())
+    def _examine(self, conn: Connection, keys: list[str], now_us: int) -> _Examined:
+        """Read and reconcile these contracts. On a reader: no write lock is held while Python works, so
+        ingest goes on. An event that lands meanwhile changes its contract's dirty token, so the mark
+        survives this pass and the next one looks again."""
+        ex = _Examined(dict(conn.execute(select(dirty.c.contract_key, dirty.c.token)
+                                         .where(among(conn, dirty.c.contract_key, keys))).all()))
         by_key: dict[str, list[CanonicalEvent]] = defaultdict(list)
         for key, body in conn.execute(select(events.c.contract_key, events.c.body)
                                       .where(among(conn, events.c.contract_key, keys))):
             by_key[key].append(load_event(body))
-        prev = {r.contract_key: r._asdict() for r in conn.execute(
-            select(contracts).where(among(conn, contracts.c.contract_key, keys)))}
         now = from_us(now_us)
-        scopes: dict[str, tuple[list[Finding], str | None]] = {}
-        rows: list[dict[str, Any]] = []
-        new_lags: list[Lag] = []
         for key in keys:
             evs = by_key.get(key)
             if not evs:
@@ -183,23 +190,34 @@ class Reconciler:
             docs = self._assemble(evs)
             found, due = reconcile(docs, now, self.policy)
             summary = summarize(docs)
-            scopes[key] = (found, key)
-            row = _contract_row(key, docs, summary, due, now_us)
+            ex.scopes[key] = (found, key)
+            ex.rows[key] = _contract_row(key, docs, summary, due, now_us)
+            ex.entities[key] = summary.entity or "none"
+        return ex
+
+    def _write(self, conn: Connection, ex: _Examined, now_us: int, res: PassResult) -> list[Lag]:
+        """Write what _examine found; answers the hop lags that became known, to be counted once."""
+        keys = list(ex.rows)
+        prev = {r.contract_key: r._asdict() for r in conn.execute(
+            select(contracts).where(among(conn, contracts.c.contract_key, keys)))} if keys else {}
+        changed: list[dict[str, Any]] = []
+        new_lags: list[Lag] = []
+        for key, row in ex.rows.items():
             before = prev.get(key)
             if before is None or any(before[k] != v for k, v in row.items() if k != "updated_us"):
-                rows.append(row)
+                changed.append(row)
             for hop, col in LAG_COLUMNS.items():
                 lag = row[col]
                 if lag is not None and (before is None or before[col] is None):
-                    new_lags.append((hop, summary.entity or "none", lag))
-            res.evaluated += 1
-        self._write_findings(conn, scopes, now_us, res)
-        upsert(conn, contracts, rows, ["contract_key"])
-        add_to(conn, contract_totals, _total_deltas(rows, prev), ["currency", "stage"])
-        if marks:
+                    new_lags.append((hop, ex.entities[key], lag))
+        res.evaluated += len(ex.rows)
+        self._write_findings(conn, ex.scopes, now_us, res)
+        upsert(conn, contracts, changed, ["contract_key"])
+        add_to(conn, contract_totals, _total_deltas(changed, prev), ["currency", "stage"])
+        if ex.marks:
             conn.execute(delete(dirty).where(and_(dirty.c.contract_key == bindparam("k"),
                                                   dirty.c.token == bindparam("t"))),
-                         [{"k": k, "t": t} for k, t in marks.items()])
+                         [{"k": k, "t": t} for k, t in ex.marks.items()])
         return new_lags
 
     def _write_findings(self, conn: Connection, scopes: dict[str, tuple[list[Finding], str | None]],
