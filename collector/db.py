@@ -39,7 +39,10 @@ def make_engine(url: str, writer: bool = True, sync: str = "full", **kwargs: Any
         if path and path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs)
-        event.listen(engine, "connect", lambda conn, rec: _sqlite_pragmas(conn, sync))
+        # Every pooled connection keeps a page cache of its own: the one writer gets a large one, readers a
+        # smaller one each, so that a busy server stays well inside its memory.
+        cache_kib = 65536 if writer else 16384
+        event.listen(engine, "connect", lambda conn, rec: _sqlite_pragmas(conn, sync, cache_kib))
         # pysqlite's own transaction handling defers BEGIN; take the write lock at BEGIN instead, so two
         # writers queue on busy_timeout rather than fail on lock upgrade.
         begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
@@ -52,13 +55,13 @@ def make_engine(url: str, writer: bool = True, sync: str = "full", **kwargs: Any
     return create_engine(url, **kwargs)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, synchronous: str) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, synchronous: str, cache_kib: int) -> None:
     dbapi_conn.isolation_level = None  # BEGIN is issued by the "begin" listener
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
     cur.execute("PRAGMA busy_timeout=60000")
-    cur.execute("PRAGMA cache_size=-65536")
+    cur.execute(f"PRAGMA cache_size=-{cache_kib}")
     cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
 
