@@ -106,10 +106,10 @@ class Reconciler:
                                contracts.c.contract_key)
 
     def _all_keys(self) -> Iterator[list[str]]:
-        yield from self._paged(select(events.c.contract_key).where(events.c.contract_key.is_not(None)).distinct(),
-                               events.c.contract_key, FULL_CHUNK)
-        # Contracts marked dirty but without events cannot exist; marks left by a crash are cleared here too.
-        yield from self._paged(select(dirty.c.contract_key), dirty.c.contract_key)
+        # Every contract has a row once a pass has seen it, and a dirty mark until then: the rows first, then
+        # the marks still left (those the rows did not clear), each paged along its primary key.
+        yield from self._paged(select(contracts.c.contract_key), contracts.c.contract_key, FULL_CHUNK)
+        yield from self._paged(select(dirty.c.contract_key), dirty.c.contract_key, FULL_CHUNK)
 
     def _paged(self, query: Any, key: Any, size: int = CHUNK) -> Iterator[list[str]]:
         last: str | None = None
