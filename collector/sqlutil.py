@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Float, Integer, String, Table, any_, bindparam
+from sqlalchemy import BigInteger, Connection, Float, Integer, String, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -52,10 +52,12 @@ def _on_conflict_update(conn: Connection, table: Table, rows: Sequence[dict[str,
 
 
 def among(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
-    """column IN values: on PostgreSQL one array parameter (= ANY), not one parameter per value."""
+    """column IN values. On PostgreSQL the values travel as one array, unnested in a subquery: the planner
+    then walks the array and seeks the column's index for each value, where `= ANY(array)` as a filter
+    can make it scan a whole other index (every open mismatch, for each chunk of contracts)."""
     if conn.dialect.name == "postgresql":
         kind = BigInteger() if isinstance(column.type, (BigInteger, Integer)) else String()
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(kind)))
+        return column.in_(select(func.unnest(bindparam(None, list(values), type_=postgresql.ARRAY(kind)))))
     return column.in_(list(values))
 
 
