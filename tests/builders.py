@@ -1,12 +1,15 @@
 """Small builders for canonical events and a store driven by a fake clock."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
 
+from collector.db import make_engine, upgrade
 from collector.evaluate import PassResult, Reconciler
 from collector.ingest import EventStore, Stored
 from collector.model import parse_event
@@ -67,6 +70,17 @@ def payment(cid: str | None = "C1", n: int = 1, inv: int = 1, amount: str = "108
 
 def clean(cid: str = "C1") -> list[dict[str, Any]]:
     return [order(cid), invoice(cid), posting(cid), payment(cid)]
+
+
+@contextmanager
+def world_on(url: str) -> Iterator[World]:
+    """A World on a new, migrated store at this URL."""
+    engine = make_engine(url)
+    upgrade(engine)
+    try:
+        yield World(engine)
+    finally:
+        engine.dispose()
 
 
 @dataclass

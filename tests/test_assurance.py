@@ -9,9 +9,8 @@ import pytest
 from sqlalchemy import Column, Float, Integer, MetaData, Table, create_engine, func, select
 
 from collector.assurance import Assurance, _indexed_lags, percentile
-from collector.db import make_engine, upgrade
 from collector.schema import contract_totals, contracts
-from tests.builders import T0, D, H, World, clean, invoice, order, posting
+from tests.builders import T0, D, H, World, clean, invoice, order, posting, world_on
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 100, 101])
@@ -30,10 +29,8 @@ def test_index_percentiles_equal_nearest_rank(n: int) -> None:
 
 @pytest.fixture
 def world(db_url: str) -> Iterator[World]:
-    engine = make_engine(db_url)
-    upgrade(engine)
-    yield World(engine)
-    engine.dispose()
+    with world_on(db_url) as w:
+        yield w
 
 
 def test_running_totals_follow_the_contracts_and_from_to_is_a_cohort(world: World) -> None:

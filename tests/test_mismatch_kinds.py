@@ -8,15 +8,13 @@ from datetime import timedelta
 import pytest
 
 from collector.db import make_engine, upgrade
-from tests.builders import T0, D, H, World, clean, event, invoice, order, payment, posting
+from tests.builders import T0, D, H, World, clean, event, invoice, order, payment, posting, world_on
 
 
 @pytest.fixture
 def world(sqlite_url: str) -> Iterator[World]:
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
-    yield World(engine)
-    engine.dispose()
+    with world_on(sqlite_url) as w:
+        yield w
 
 
 def test_a_clean_contract_has_no_mismatch(world: World) -> None:
