@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table
 
 from collector.schema import events, ref_map
 from collector.sqlutil import driver
@@ -55,8 +55,10 @@ def _by_pair(conn: Connection, table: Table, first: str, second: str, value: str
     for a, bs in sorted(grouped.items()):
         bs.sort()
         for i in range(0, len(bs), CHUNK):  # grouped by the first column, so each lookup seeks the unique index
-            q = select(table.c[second], table.c[value]).where(table.c[first] == a, table.c[second].in_(bs[i:i + CHUNK]))
-            found.update(((a, b), v) for b, v in conn.execute(q))
+            part = bs[i:i + CHUNK]
+            sql = (f"SELECT {second}, {value} FROM {table.name} "
+                   f"WHERE {first} = ? AND {second} IN ({', '.join('?' * len(part))})")
+            found.update(((a, b), v) for b, v in conn.exec_driver_sql(sql, (a, *part)))
     return found
 
 

@@ -5,24 +5,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Float, Integer, String, Table, bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO NOTHING."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        _pg_unnest(conn, table, rows, f"ON CONFLICT ({', '.join(keys)}) DO NOTHING")
-        return
-    if conn.dialect.name == "sqlite":  # the driver's executemany on tuples: a third of the cost
-        cols = list(rows[0])
-        sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-               f"ON CONFLICT ({', '.join(keys)}) DO NOTHING")
-        conn.exec_driver_sql(sql, [tuple(r[c] for c in cols) for r in rows])
-        return
-    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=list(keys))
-    conn.execute(stmt, list(rows))
+    if rows:
+        _insert(conn, table, rows, f"ON CONFLICT ({', '.join(keys)}) DO NOTHING")
 
 
 def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
@@ -40,15 +29,19 @@ def _on_conflict_update(conn: Connection, table: Table, rows: Sequence[dict[str,
     if not rows:
         return
     others = [c for c in rows[0] if c not in keys]
+    sets = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" if add else f"{c} = excluded.{c}" for c in others)
+    _insert(conn, table, rows, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
+
+
+def _insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], conflict: str) -> None:
+    """The rows in one go: on PostgreSQL as column arrays, on SQLite by the driver's executemany on tuples
+    (SQLAlchemy would build and compile a statement each time, which costs more than the insert)."""
     if conn.dialect.name == "postgresql":
-        sets = ", ".join(f"{c} = {table.name}.{c} + EXCLUDED.{c}" if add else f"{c} = EXCLUDED.{c}" for c in others)
-        _pg_unnest(conn, table, rows, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
+        _pg_unnest(conn, table, rows, conflict)
         return
-    ins = dialect_insert(conn, table)
-    new = {c: getattr(ins.excluded, c) for c in others}
-    stmt = ins.on_conflict_do_update(index_elements=list(keys),
-                                     set_={c: table.c[c] + v if add else v for c, v in new.items()})
-    conn.execute(stmt, list(rows))
+    cols = list(rows[0])
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                         f"{conflict}", [tuple(r[c] for c in cols) for r in rows])
 
 
 def among(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
@@ -84,10 +77,3 @@ def _pg_unnest(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], c
         cur.execute(f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({casts}) {conflict}",
                     arrays)
 
-
-def dialect_insert(conn: Connection, table: Table) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
-def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
