@@ -22,6 +22,9 @@ EVENT_TYPES = (
     PAYMENT_SUCCEEDED, PAYMENT_FAILED, PAYMENT_REFUNDED,
 )
 REF_KEYS = ("order_id", "invoice_id", "posting_id", "payment_id", "account_id")
+# The refs that can lead an event to its contract, in the order they are tried (DESIGN.md: a payment or
+# posting that names only refs.invoice_id joins the contract of that invoice).
+JOIN_REFS = ("invoice_id", "order_id", "posting_id", "payment_id")
 
 STAGES = ("ordered", "invoiced", "posted", "paid")
 HOPS = ("order_to_invoice", "invoice_to_posting", "invoice_to_payment")

@@ -19,7 +19,6 @@ from collector import conventions as c
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 _KNOWN = frozenset({"event_id", "source", "type", "occurred_at", "contract_id", "refs", "amount", "tax_amount",
                     "currency", "entity", "due_at", "system", "attributes"})
-_JOIN_REFS = ("invoice_id", "order_id", "posting_id", "payment_id")
 MAX_ID = 200
 
 
@@ -205,7 +204,7 @@ def _canonical(w: _Wire, obj: dict[str, Any], raw: bytes | msgspec.Raw) -> Canon
         if value is not None and not value.strip():
             raise EventError(name, f"must be a non-empty string of at most {MAX_ID} characters")
     refs = {k: v for k in c.REF_KEYS if (v := getattr(w.refs, k)) is not None} if w.refs is not None else {}
-    if w.contract_id is None and not any(k in refs for k in _JOIN_REFS):
+    if w.contract_id is None and not any(k in refs for k in c.JOIN_REFS):
         raise EventError("contract_id", "required when refs name no order, invoice, posting or payment")
     if w.currency is None and (w.amount is not None or w.tax_amount is not None):
         raise EventError("currency", "required with an amount")

@@ -13,9 +13,6 @@ from collector.schema import ref_map, waiting, waiting_refs
 from collector.sqlutil import among, insert_ignore
 from collector.timeutil import to_us
 
-# The order in which an event's refs are tried to find its contract (DESIGN.md: a payment or posting that
-# names only refs.invoice_id joins the contract of that invoice).
-JOIN_REFS = ("invoice_id", "order_id", "posting_id", "payment_id")
 ORPHANABLE = frozenset({c.POSTING_CREATED, c.PAYMENT_SUCCEEDED})
 
 
@@ -26,13 +23,13 @@ def register(conn: Connection, evs: Sequence[tuple[int, CanonicalEvent]]) -> Non
         {"event_pk": pk, "orphan_at_us": to_us(ev.occurred_at) if ev.type in ORPHANABLE and "invoice_id" in ev.refs
          else None, "reported": 0} for pk, ev in evs], ["event_pk"])
     insert_ignore(conn, waiting_refs, [{"kind": k, "ref": ev.refs[k], "event_pk": pk}
-                                       for pk, ev in evs for k in JOIN_REFS if k in ev.refs],
+                                       for pk, ev in evs for k in c.JOIN_REFS if k in ev.refs],
                   ["kind", "ref", "event_pk"])
 
 
 def joinable(conn: Connection) -> dict[int, str]:
     """Waiting events whose refs now lead to a contract, each by its most telling ref."""
-    rank = {k: i for i, k in enumerate(JOIN_REFS)}
+    rank = {k: i for i, k in enumerate(c.JOIN_REFS)}
     best: dict[int, tuple[int, str]] = {}
     q = select(waiting_refs.c.event_pk, waiting_refs.c.kind, ref_map.c.contract_key).join(
         ref_map, (ref_map.c.kind == waiting_refs.c.kind) & (ref_map.c.ref == waiting_refs.c.ref))
