@@ -18,14 +18,14 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, upda
 from collector import conventions as c
 from collector import waiting
 from collector.documents import Documents, assemble
-from collector.ingest import refs_of
+from collector.ingest import record_claims, refs_of
 from collector.model import CanonicalEvent, from_stored
 from collector.money import show, to_micros
 from collector.pass_lock import pass_lock
 from collector.policy import Policy
 from collector.reconcile import Finding, reconcile
-from collector.schema import contract_totals, contracts, dirty, events, mismatches, ref_map
-from collector.sqlutil import add_to, among, insert_ignore, upsert
+from collector.schema import contract_totals, contracts, dirty, events, mismatches
+from collector.sqlutil import add_to, among, upsert
 from collector.timeutil import from_us, to_us, to_us_delta
 from collector.trace import Summary, summarize
 
@@ -139,8 +139,7 @@ class Reconciler:
                              .values(contract_key=bindparam("key")),
                              [{"pk": pk, "key": key} for pk, key in joined.items()])
                 claims = [r for pk, ev in evs.items() for r in refs_of(ev, joined[pk])]
-                insert_ignore(conn, ref_map, sorted({(r["kind"], r["ref"]): r for r in claims}.values(),
-                                                    key=lambda r: (r["kind"], r["ref"])), ["kind", "ref"])
+                record_claims(conn, claims)
                 upsert(conn, dirty, [{"contract_key": k, "token": 0} for k in sorted(set(joined.values()))],
                        ["contract_key"])
                 waiting.forget(conn, sorted(joined))

@@ -15,7 +15,7 @@ from collector.model import CanonicalEvent
 from collector.schema import dirty, ref_map
 from collector.sqlutil import insert_ignore, upsert
 from collector.timeutil import to_us
-from collector.waiting import JOIN_REFS, register
+from collector.waiting import register
 
 # The document an event creates, whose id then leads to its contract. Only these claims are kept, so the
 # contract a ref leads to never depends on which other event happened to mention it first.
@@ -66,7 +66,7 @@ class EventStore:
                     refs.extend(refs_of(ev, key))
                     marks.add(key)
             register(conn, self._pks(conn, unjoined))
-            insert_ignore(conn, ref_map, _dedupe_refs(refs), ["kind", "ref"])
+            record_claims(conn, refs)
             # Sorted, so that concurrent batches take row locks in one order and never deadlock.
             token = random.getrandbits(62)
             upsert(conn, dirty, [{"contract_key": k, "token": token} for k in sorted(marks)], ["contract_key"])
@@ -96,13 +96,13 @@ class EventStore:
                     local.setdefault((claim["kind"], claim["ref"]), ev.contract_id)
         for ev in batch:
             if ev.contract_id is None:
-                wanted.update((k, ev.refs[k]) for k in JOIN_REFS if k in ev.refs)
+                wanted.update((k, ev.refs[k]) for k in c.JOIN_REFS if k in ev.refs)
         found = {**bulk.claims(conn, sorted(wanted - local.keys())), **local}
         return [ev.contract_id if ev.contract_id is not None else resolve(ev, found) for ev in batch]
 
 
 def resolve(ev: CanonicalEvent, known: dict[tuple[str, str], str]) -> str | None:
-    for k in JOIN_REFS:
+    for k in c.JOIN_REFS:
         if k in ev.refs:
             key = known.get((k, ev.refs[k]))
             if key is not None:
@@ -110,8 +110,9 @@ def resolve(ev: CanonicalEvent, known: dict[tuple[str, str], str]) -> str | None
     return None
 
 
-def _dedupe_refs(refs: list[dict[str, str]]) -> list[dict[str, str]]:
+def record_claims(conn: Connection, claims: list[dict[str, str]]) -> None:
+    """Keep these claims; within them, as in the store, the first claim of a ref wins."""
     seen: dict[tuple[str, str], dict[str, str]] = {}
-    for r in refs:
+    for r in claims:
         seen.setdefault((r["kind"], r["ref"]), r)
-    return [seen[k] for k in sorted(seen)]
+    insert_ignore(conn, ref_map, [seen[k] for k in sorted(seen)], ["kind", "ref"])
