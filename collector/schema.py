@@ -21,8 +21,6 @@ events = Table(
     Column("body", Text, nullable=False),
     UniqueConstraint("source", "event_id", name="uq_events_source_event_id"),
     Index("ix_events_contract_key", "contract_key"),
-    Index("ix_events_unresolved", "id", sqlite_where=text("contract_key IS NULL"),
-          postgresql_where=text("contract_key IS NULL")),
 )
 
 # External ids (order, invoice, posting, payment) and the contract each belongs to; the first claim wins.
