@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -20,7 +21,8 @@ class Profile:
         self.error: str | None = None
 
     def __enter__(self) -> Profile:
-        exe = shutil.which("py-spy")
+        # The venv running the benchmark holds py-spy even when its bin is not on PATH.
+        exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
         if exe is None:
             self.error = "py-spy not found"
             return self
