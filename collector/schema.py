@@ -96,9 +96,28 @@ mismatches = Table(
     Column("evidence", Text, nullable=False),
     Index("ix_mismatches_scope", "scope", "state"),
     Index("ix_mismatches_state_kind", "state", "kind", "id"),
+    Index("ix_mismatches_state_id", "state", "id"),
     Index("ix_mismatches_contract", "contract_id"),
     Index("uq_mismatches_open", "scope", "kind", "subject", unique=True,
           sqlite_where=text("state = 'open'"), postgresql_where=text("state = 'open'")),
+)
+
+# Open mismatches summed by kind and currency, and each hop's lags counted by bucket (see migration 0006 for
+# the buckets): kept by triggers on mismatches and contracts (migration 0006) in the same transaction as the
+# rows they sum, so that the summary, the overview and /metrics never scan every open mismatch or lag.
+open_mismatch_totals = Table(
+    "open_mismatch_totals", metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("mismatches", BigInteger, nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("leakage_micros", BigInteger, nullable=False),
+)
+lag_buckets = Table(
+    "lag_buckets", metadata,
+    Column("hop", String(32), primary_key=True),
+    Column("bucket", Float, primary_key=True),
+    Column("contracts", BigInteger, nullable=False),
 )
 
 # Events that joined no contract yet, with the refs that may still lead to one. orphan_at_us is the time

@@ -1,0 +1,154 @@
+"""running totals for the reads: open mismatches by kind and currency, hop lags by bucket
+
+The assurance summary, the overview page and /metrics summed every open mismatch and walked the lag
+indexes from end to end at each request. These two tables hold those sums, kept by triggers in the same
+transaction as the rows they sum, whoever writes them: a read then costs the same at any store size.
+
+lag_buckets counts each hop's lags in log-linear buckets (2^SUB per power of two of the magnitude): a
+percentile reads the counts to learn which bucket holds its rank, then walks the lag's index inside that
+bucket only. A bucket is named by its lower bound, floor(lag / width) * width, so every lag >= a bound
+lies in that bucket or a higher one, and bounds are exact binary fractions (equality is exact).
+
+Revision ID: 0006
+Revises: 0004
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+LAGS = {"order_to_invoice": "lag_order_to_invoice", "invoice_to_posting": "lag_invoice_to_posting",
+        "invoice_to_payment": "lag_invoice_to_payment"}
+# Magnitudes below 2^LOW seconds (under a microsecond: lags are whole microseconds) share one bucket;
+# from 2^HIGH seconds (35,000 years) on, the width stops growing.
+LOW, HIGH, SUB = -20, 40, 5
+TRIGGER_OPS = ("insert", "update", "delete")
+
+
+def _width(v: str) -> str:
+    whens = " ".join(f"WHEN ABS({v}) < {2.0 ** (e + 1)!r} THEN {2.0 ** (e - SUB)!r}" for e in range(LOW, HIGH))
+    return f"CASE WHEN ABS({v}) < {2.0 ** LOW!r} THEN {2.0 ** LOW!r} {whens} ELSE {2.0 ** (HIGH - SUB)!r} END"
+
+
+def _floor(sqlite: bool, q: str) -> str:
+    # SQLite has no FLOOR() unless built with its math functions; CAST truncates toward zero.
+    return f"(CAST({q} AS INTEGER) - ({q} < CAST({q} AS INTEGER)))" if sqlite else f"FLOOR({q})"
+
+
+def bucket_of(sqlite: bool, v: str) -> str:
+    """SQL for the bucket (lower bound) of the lag v; v must be a plain column reference."""
+    w = _width(v)
+    return f"({_floor(sqlite, f'{v} / ({w})')} * ({w}))"
+
+
+def _lag_rows(sqlite: bool, source: str, alias: str, sign: int) -> str:
+    """One (hop, bucket, change) row per non-null lag of each row of source."""
+    return " UNION ALL ".join(
+        f"SELECT '{hop}' AS hop, {bucket_of(sqlite, f'{alias}.{col}')} AS bucket, {sign} AS n "
+        f"FROM {source} WHERE {alias}.{col} IS NOT NULL" for hop, col in LAGS.items())
+
+
+def _open_rows(sqlite: bool, source: str, alias: str, sign: int) -> str:
+    """One (kind, currency, change) row per open mismatch of source."""
+    return (f"SELECT {alias}.kind AS kind, {alias}.currency AS currency, {sign} AS n, "
+            f"{sign} * {alias}.amount_micros AS a, {sign} * COALESCE({alias}.leakage_micros, 0) AS l "
+            f"FROM {source} WHERE {alias}.state = 'open'")
+
+
+ADD_LAGS = ("INSERT INTO lag_buckets (hop, bucket, contracts) SELECT hop, bucket, SUM(n) FROM ({rows}) AS d "
+            "GROUP BY hop, bucket HAVING SUM(n) <> 0 ORDER BY hop, bucket "
+            "ON CONFLICT (hop, bucket) DO UPDATE SET contracts = lag_buckets.contracts + excluded.contracts")
+ADD_OPEN = ("INSERT INTO open_mismatch_totals (kind, currency, mismatches, amount_micros, leakage_micros) "
+            "SELECT kind, currency, SUM(n), SUM(a), SUM(l) FROM ({rows}) AS d GROUP BY kind, currency "
+            "HAVING SUM(n) <> 0 OR SUM(a) <> 0 OR SUM(l) <> 0 ORDER BY kind, currency "
+            "ON CONFLICT (kind, currency) DO UPDATE SET "
+            "mismatches = open_mismatch_totals.mismatches + excluded.mismatches, "
+            "amount_micros = open_mismatch_totals.amount_micros + excluded.amount_micros, "
+            "leakage_micros = open_mismatch_totals.leakage_micros + excluded.leakage_micros")
+# What each table's totals read from its rows: a change of none of these leaves the totals as they are.
+SUMMED = {"contracts": list(LAGS.values()),
+          "mismatches": ["kind", "currency", "state", "amount_micros", "leakage_micros"]}
+TOTALS = {"contracts": (ADD_LAGS, _lag_rows), "mismatches": (ADD_OPEN, _open_rows)}
+
+
+def _change(sqlite: bool, table: str, op_: str) -> str:
+    """The statement that carries an insert, update or delete on table into its totals: the old rows taken
+    away, the new ones added. On SQLite it runs for each row (OLD, NEW), on PostgreSQL once per statement,
+    over its transition tables."""
+    template, rows_of = TOTALS[table]
+    parts = []
+    for side, sign in (("old", -1), ("new", 1)):
+        if (side == "old" and op_ == "insert") or (side == "new" and op_ == "delete"):
+            continue
+        alias = f"{side}_rows"
+        source = alias
+        if sqlite:
+            cols = ", ".join(f"{side.upper()}.{c} AS {c}" for c in SUMMED[table])
+            source = f"(SELECT {cols}) AS {alias}"
+        parts.append(rows_of(sqlite, source, alias, sign))
+    return template.format(rows=" UNION ALL ".join(parts))
+
+
+def _create_triggers(sqlite: bool) -> None:
+    for table in TOTALS:
+        for op_ in TRIGGER_OPS:
+            name = f"{table}_read_totals_{op_}"
+            body = _change(sqlite, table, op_)
+            if sqlite:
+                # Most updates (a contract's amounts, a mismatch's evidence) touch nothing summed here.
+                when = (" WHEN " + " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in SUMMED[table])
+                        if op_ == "update" else "")
+                op.execute(f"CREATE TRIGGER {name} AFTER {op_.upper()} ON {table} FOR EACH ROW{when} "
+                           f"BEGIN {body}; END")
+                continue
+            refs = {"insert": "NEW TABLE AS new_rows", "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+                    "delete": "OLD TABLE AS old_rows"}[op_]
+            op.execute(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body}; "
+                       f"RETURN NULL; END $$")
+            op.execute(f"CREATE TRIGGER {name} AFTER {op_.upper()} ON {table} REFERENCING {refs} "
+                       f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()")
+
+
+def upgrade() -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    op.create_table(
+        "open_mismatch_totals",
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("mismatches", sa.BigInteger(), nullable=False),
+        sa.Column("amount_micros", sa.BigInteger(), nullable=False),
+        sa.Column("leakage_micros", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("kind", "currency"),
+    )
+    op.create_table(
+        "lag_buckets",
+        sa.Column("hop", sa.String(length=32), nullable=False),
+        sa.Column("bucket", sa.Float(), nullable=False),
+        sa.Column("contracts", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("hop", "bucket"),
+    )
+    with op.batch_alter_table("mismatches") as batch:
+        batch.create_index("ix_mismatches_state_id", ["state", "id"], unique=False)
+    # The store may already hold rows: the totals start from them.
+    op.execute(ADD_OPEN.format(rows=_open_rows(sqlite, "mismatches", "mismatches", 1)))
+    op.execute(ADD_LAGS.format(rows=_lag_rows(sqlite, "contracts", "contracts", 1)))
+    _create_triggers(sqlite)
+
+
+def downgrade() -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    for table in TOTALS:
+        for op_ in TRIGGER_OPS:
+            name = f"{table}_read_totals_{op_}"
+            op.execute(f"DROP TRIGGER IF EXISTS {name}" if sqlite else f"DROP TRIGGER IF EXISTS {name} ON {table}")
+            if not sqlite:
+                op.execute(f"DROP FUNCTION IF EXISTS {name}()")
+    with op.batch_alter_table("mismatches") as batch:
+        batch.drop_index("ix_mismatches_state_id")
+    op.drop_table("lag_buckets")
+    op.drop_table("open_mismatch_totals")

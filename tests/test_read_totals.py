@@ -1,0 +1,154 @@
+"""The running totals the reads use (migration 0006) equal what they sum, however the rows change: open
+mismatches by kind and currency, and each hop's lags by bucket, whose percentiles equal the nearest-rank
+percentiles of every lag."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, delete, func, select, update
+
+from collector.assurance import Assurance, lag_buckets_of, open_totals, percentile
+from collector.db import make_engine, upgrade
+from collector.evaluate import LAG_COLUMNS
+from collector.schema import contracts, lag_buckets, mismatches
+from tests.builders import T0, D, H, World, clean, invoice, order, payment, posting, world_on
+
+
+def _direct_open(conn: Any) -> list[tuple[Any, ...]]:
+    m = mismatches.c
+    return [tuple(r) for r in conn.execute(
+        select(m.kind, m.currency, func.count(), func.sum(m.amount_micros), func.coalesce(func.sum(m.leakage_micros), 0))
+        .where(m.state == "open").group_by(m.kind, m.currency).order_by(m.kind, m.currency))]
+
+
+def _check(engine: Engine) -> None:
+    """Every total equals the rows it sums, each bucket holds exactly the lags from its bound to the next."""
+    with engine.connect() as conn:
+        assert [tuple(r) for r in open_totals(conn)] == _direct_open(conn)
+        for hop, buckets in lag_buckets_of(conn).items():
+            col = contracts.c[LAG_COLUMNS[hop]]
+            values = sorted(conn.execute(select(col).where(col.is_not(None))).scalars())
+            bounds = [b for b, _ in buckets] + [float("inf")]
+            assert [k for _, k in buckets] == [sum(lo <= v < hi for v in values)
+                                               for lo, hi in zip(bounds, bounds[1:], strict=False)]
+            assert sum(k for _, k in buckets) == len(values)
+    lags = Assurance(engine).summary(None, None)["lags"]
+    with engine.connect() as conn:
+        for hop, col in LAG_COLUMNS.items():
+            values = sorted(conn.execute(select(contracts.c[col]).where(contracts.c[col].is_not(None))).scalars())
+            assert lags[hop] == {"count": len(values), "p50": percentile(values, 0.5),
+                                 "p95": percentile(values, 0.95), "p99": percentile(values, 0.99)}
+
+
+def _contract(key: str, **lags: float | None) -> dict[str, Any]:
+    return {"contract_key": key, "stage": "paid", "currency": "USD", "entity": "US01", "ordered_us": 0,
+            "next_due_us": None, "booked_micros": 1, "invoiced_micros": 1, "posted_micros": 1, "collected_micros": 1,
+            "updated_us": 0, **{col: lags.get(col) for col in LAG_COLUMNS.values()}}
+
+
+def _lag(rng: random.Random) -> float:
+    """Lags as a pass writes them (whole microseconds, in seconds), with the awkward ones often: zero, ties,
+    negatives, exact powers of two and their neighbours, sub-second and years."""
+    pick = rng.random()
+    if pick < 0.2:
+        return 0.0
+    if pick < 0.35:
+        return 3600.0
+    if pick < 0.45:
+        return rng.choice([2.0 ** rng.randint(-19, 35), -(2.0 ** rng.randint(-19, 35))]) + rng.choice([-1e-6, 0, 1e-6])
+    us = int(10 ** rng.uniform(0, 14)) * rng.choice([1, 1, 1, -1])
+    return us / 1e6
+
+
+def test_lag_percentiles_from_buckets_equal_nearest_rank_through_inserts_updates_and_deletes(engine: Engine) -> None:
+    rng = random.Random(5)
+    cols = list(LAG_COLUMNS.values())
+    rows = [_contract(f"K{i}", **{c: (_lag(rng) if rng.random() < 0.8 else None) for c in cols}) for i in range(600)]
+    with engine.begin() as conn:
+        conn.execute(contracts.insert(), rows)
+    _check(engine)
+    with engine.begin() as conn:
+        for i in rng.sample(range(600), 200):
+            col = rng.choice(cols)
+            conn.execute(update(contracts).where(contracts.c.contract_key == f"K{i}")
+                         .values({col: None if rng.random() < 0.2 else _lag(rng)}))
+        conn.execute(update(contracts).where(contracts.c.contract_key.in_([f"K{i}" for i in range(50)]))
+                     .values(stage="posted"))  # nothing summed changes
+        conn.execute(delete(contracts).where(contracts.c.contract_key.in_([f"K{i}" for i in range(50, 120)])))
+    _check(engine)
+    with engine.begin() as conn:
+        conn.execute(delete(contracts))
+    _check(engine)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(lag_buckets).where(lag_buckets.c.contracts != 0)) \
+            .scalar() == 0
+
+
+@pytest.fixture
+def world(db_url: str) -> Any:
+    with world_on(db_url) as w:
+        yield w
+
+
+def test_totals_follow_the_passes(world: World) -> None:
+    world.ingest(*clean("A"), order("B"), invoice("C", amount="900.00"), order("C"),
+                 order("E", currency="EUR", amount="70.00"), payment(None, owner="Z"))
+    world.ingest(invoice("D"), order("D", at=T0 + H), invoice("D", n=2, at=T0 + 2 * H))
+    world.evaluate()
+    world.now += 10 * D
+    world.evaluate()
+    _check(world.engine)
+    # The late invoice closes missing_invoice, the posting moves a lag, the payment closes an orphan.
+    world.ingest(invoice("B", at=T0 + 3 * D), posting("B", at=T0 + 4 * D), invoice("E", currency="EUR",
+                                                                                   amount="70.00"))
+    world.evaluate()
+    _check(world.engine)
+    assert world.evaluate(full=True).opened == 0
+    _check(world.engine)
+
+
+def test_mismatch_totals_through_direct_changes(engine: Engine) -> None:
+    base = {"scope": "S", "subject": "x", "contract_id": "S", "amount_at_risk": "1", "currency": "USD",
+            "leakage_micros": None, "detected_us": 0, "closed_us": None, "evidence": "[]"}
+    with engine.begin() as conn:
+        conn.execute(mismatches.insert(), [
+            {**base, "subject": str(i), "kind": kind, "state": state, "amount_micros": i * 10,
+             "currency": cur, "leakage_micros": i if kind == "missing_invoice" else None}
+            for i, (kind, state, cur) in enumerate([("missing_invoice", "open", "USD"), ("tax_mismatch", "open", "EUR"),
+                                                    ("missing_invoice", "closed", "USD"),
+                                                    ("missing_invoice", "open", "EUR")])])
+    _check(engine)
+    m = mismatches.c
+    with engine.begin() as conn:
+        conn.execute(update(mismatches).where(m.subject == "0").values(state="closed", closed_us=5))
+        conn.execute(update(mismatches).where(m.subject == "2").values(state="open"))
+        conn.execute(update(mismatches).where(m.subject == "1").values(amount_micros=77, currency="GBP"))
+        conn.execute(update(mismatches).where(m.subject == "3").values(evidence='["e"]'))
+    _check(engine)
+    with engine.begin() as conn:
+        conn.execute(delete(mismatches).where(m.subject.in_(["1", "2"])))
+    _check(engine)
+
+
+def test_upgrade_starts_the_totals_from_the_rows_already_there(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0004")
+        with engine.begin() as conn:
+            conn.execute(contracts.insert(), [_contract(f"K{i}", lag_order_to_invoice=float(i % 7) * 60,
+                                                        lag_invoice_to_payment=-1.5 if i % 3 else None)
+                                              for i in range(40)])
+            conn.execute(mismatches.insert(), [
+                {"scope": f"K{i}", "kind": "missing_invoice", "subject": "o", "contract_id": f"K{i}",
+                 "state": "open" if i % 4 else "closed", "amount_at_risk": "1", "amount_micros": 1_000_000,
+                 "currency": "USD", "leakage_micros": 1_000_000, "detected_us": 0, "closed_us": None, "evidence": "[]"}
+                for i in range(10)])
+        upgrade(engine)
+        _check(engine)
+        summary = Assurance(engine).summary(None, None)
+        assert summary["open_mismatches"] == {"missing_invoice": {"count": 7, "amount_at_risk": {"USD": "7.00"}}}
+        assert summary["leakage"] == {"USD": "7.00"}
+    finally:
+        engine.dispose()
