@@ -62,6 +62,20 @@ def _by_pair(conn: Connection, table: Table, first: str, second: str, value: str
     return found
 
 
+def add_claims(conn: Connection, rows: Sequence[tuple[str, str, str]]) -> None:
+    """(kind, ref, contract_key) rows into ref_map; a ref claimed already keeps its contract."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        with driver(conn).cursor() as cur:
+            cur.execute("INSERT INTO ref_map (kind, ref, contract_key) "
+                        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+                        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+        return
+    conn.exec_driver_sql("INSERT INTO ref_map (kind, ref, contract_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                         list(rows))
+
+
 def insert_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, str]]:
     """Insert rows of EVENT_COLUMNS; answers the (source, event_id) that went in."""
     if not rows:

@@ -12,8 +12,8 @@ from sqlalchemy import Connection, Engine
 from collector import bulk
 from collector import conventions as c
 from collector.model import CanonicalEvent
-from collector.schema import dirty, ref_map
-from collector.sqlutil import insert_ignore, upsert
+from collector.schema import dirty
+from collector.sqlutil import upsert
 from collector.timeutil import to_us
 from collector.waiting import register
 
@@ -43,34 +43,34 @@ class EventStore:
         self.clock_us = clock_us
 
     def store(self, batch: Sequence[CanonicalEvent]) -> Stored:
-        first: dict[tuple[str, str], int] = {}
-        for i, ev in enumerate(batch):
-            first.setdefault(ev.key, i)
+        keys = [ev.key for ev in batch]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}  # an event sent twice in one batch is new once
         with self.engine.begin() as conn:
             # Replays are found first, so that a batch of replays writes nothing and costs no more than a
             # new one.
             stored_before = bulk.stored_keys(conn, list(first))
             unique = [batch[i] for k, i in first.items() if k not in stored_before]
-            keys = self._contract_keys(conn, unique)
-            inserted = self._insert(conn, unique, keys)
-            refs: list[dict[str, str]] = []
+            contracts = self._contract_keys(conn, unique)
+            inserted = self._insert(conn, unique, contracts)
+            claims: list[tuple[str, str, str]] = []
             marks: set[str] = set()
             unjoined: list[CanonicalEvent] = []
-            for j, ev in enumerate(unique):
-                key = keys[j]
+            for ev, key in zip(unique, contracts, strict=True):
                 if ev.key not in inserted:
                     continue
                 if key is None:
                     unjoined.append(ev)
-                else:
-                    refs.extend(refs_of(ev, key))
-                    marks.add(key)
+                    continue
+                marks.add(key)
+                kind = OWNED_REF.get(ev.type)
+                if kind is not None and kind in ev.refs:
+                    claims.append((kind, ev.refs[kind], key))
             register(conn, self._pks(conn, unjoined))
-            record_claims(conn, refs)
+            keep_claims(conn, claims)
             # Sorted, so that concurrent batches take row locks in one order and never deadlock.
             token = random.getrandbits(62)
             upsert(conn, dirty, [{"contract_key": k, "token": token} for k in sorted(marks)], ["contract_key"])
-        return Stored([i == first[ev.key] and ev.key in inserted for i, ev in enumerate(batch)])
+        return Stored([first[k] == i and k in inserted for i, k in enumerate(keys)])
 
     @staticmethod
     def _pks(conn: Connection, evs: list[CanonicalEvent]) -> list[tuple[int, CanonicalEvent]]:
@@ -86,17 +86,16 @@ class EventStore:
 
     def _contract_keys(self, conn: Connection, batch: Sequence[CanonicalEvent]) -> list[str | None]:
         """The contract of each event: its contract_id, or the contract its refs name, if known yet."""
-        if all(ev.contract_id is not None for ev in batch):
-            return [ev.contract_id for ev in batch]
+        named = [ev.contract_id for ev in batch]
+        if None not in named:
+            return named
         local: dict[tuple[str, str], str] = {}
         wanted: set[tuple[str, str]] = set()
         for ev in batch:
-            if ev.contract_id is not None:
-                for claim in refs_of(ev, ev.contract_id):
-                    local.setdefault((claim["kind"], claim["ref"]), ev.contract_id)
-        for ev in batch:
             if ev.contract_id is None:
                 wanted.update((k, ev.refs[k]) for k in c.JOIN_REFS if k in ev.refs)
+            elif (kind := OWNED_REF.get(ev.type)) is not None and kind in ev.refs:
+                local.setdefault((kind, ev.refs[kind]), ev.contract_id)
         found = {**bulk.claims(conn, sorted(wanted - local.keys())), **local}
         return [ev.contract_id if ev.contract_id is not None else resolve(ev, found) for ev in batch]
 
@@ -112,7 +111,12 @@ def resolve(ev: CanonicalEvent, known: dict[tuple[str, str], str]) -> str | None
 
 def record_claims(conn: Connection, claims: list[dict[str, str]]) -> None:
     """Keep these claims; within them, as in the store, the first claim of a ref wins."""
-    seen: dict[tuple[str, str], dict[str, str]] = {}
-    for r in claims:
-        seen.setdefault((r["kind"], r["ref"]), r)
-    insert_ignore(conn, ref_map, [seen[k] for k in sorted(seen)], ["kind", "ref"])
+    keep_claims(conn, [(r["kind"], r["ref"], r["contract_key"]) for r in claims])
+
+
+def keep_claims(conn: Connection, claims: list[tuple[str, str, str]]) -> None:
+    """(kind, ref, contract_key) claims; the first claim of a ref wins, here as in the store."""
+    first: dict[tuple[str, str], str] = {}
+    for kind, ref, key in claims:
+        first.setdefault((kind, ref), key)
+    bulk.add_claims(conn, sorted((kind, ref, key) for (kind, ref), key in first.items()))
