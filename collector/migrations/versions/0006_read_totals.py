@@ -31,19 +31,27 @@ TRIGGER_OPS = ("insert", "update", "delete")
 
 
 def _width(v: str) -> str:
-    whens = " ".join(f"WHEN ABS({v}) < {2.0 ** (e + 1)!r} THEN {2.0 ** (e - SUB)!r}" for e in range(LOW, HIGH))
-    return f"CASE WHEN ABS({v}) < {2.0 ** LOW!r} THEN {2.0 ** LOW!r} {whens} ELSE {2.0 ** (HIGH - SUB)!r} END"
+    """SQL for the width of the bucket of v: a balanced tree of comparisons, a few per value, not one per
+    power of two."""
+    bins = ([(2.0 ** LOW, 2.0 ** LOW)] + [(2.0 ** (e + 1), 2.0 ** (e - SUB)) for e in range(LOW, HIGH)]
+            + [(None, 2.0 ** (HIGH - SUB))])
 
-
-def _floor(sqlite: bool, q: str) -> str:
-    # SQLite has no FLOOR() unless built with its math functions; CAST truncates toward zero.
-    return f"(CAST({q} AS INTEGER) - ({q} < CAST({q} AS INTEGER)))" if sqlite else f"FLOOR({q})"
+    def tree(part: list[tuple[float | None, float]]) -> str:
+        if len(part) == 1:
+            return repr(part[0][1])
+        mid = len(part) // 2
+        return f"CASE WHEN ABS({v}) < {part[mid - 1][0]!r} THEN {tree(part[:mid])} ELSE {tree(part[mid:])} END"
+    return tree(bins)
 
 
 def bucket_of(sqlite: bool, v: str) -> str:
-    """SQL for the bucket (lower bound) of the lag v; v must be a plain column reference."""
+    """SQL for the bucket (lower bound) of the lag v, floor(v / width) * width; v must be a plain column
+    reference. SQLite has no FLOOR() unless built with its math functions, and CAST truncates toward zero."""
     w = _width(v)
-    return f"({_floor(sqlite, f'{v} / ({w})')} * ({w}))"
+    if not sqlite:
+        return f"(FLOOR({v} / ({w})) * ({w}))"
+    q, neg = f"CAST({v} / ({w}) AS INTEGER)", f"CAST(-{v} / ({w}) AS INTEGER)"
+    return f"((CASE WHEN {v} >= 0 THEN {q} ELSE -{neg} - ({neg} < -{v} / ({w})) END) * ({w}))"
 
 
 def _lag_rows(sqlite: bool, source: str, alias: str, sign: int) -> str:
@@ -53,64 +61,76 @@ def _lag_rows(sqlite: bool, source: str, alias: str, sign: int) -> str:
         f"FROM {source} WHERE {alias}.{col} IS NOT NULL" for hop, col in LAGS.items())
 
 
-def _open_rows(sqlite: bool, source: str, alias: str, sign: int) -> str:
+def _open_rows(source: str, alias: str, sign: int) -> str:
     """One (kind, currency, change) row per open mismatch of source."""
     return (f"SELECT {alias}.kind AS kind, {alias}.currency AS currency, {sign} AS n, "
             f"{sign} * {alias}.amount_micros AS a, {sign} * COALESCE({alias}.leakage_micros, 0) AS l "
             f"FROM {source} WHERE {alias}.state = 'open'")
 
 
+ON_LAGS = "ON CONFLICT (hop, bucket) DO UPDATE SET contracts = lag_buckets.contracts + excluded.contracts"
+ON_OPEN = ("ON CONFLICT (kind, currency) DO UPDATE SET "
+           "mismatches = open_mismatch_totals.mismatches + excluded.mismatches, "
+           "amount_micros = open_mismatch_totals.amount_micros + excluded.amount_micros, "
+           "leakage_micros = open_mismatch_totals.leakage_micros + excluded.leakage_micros")
 ADD_LAGS = ("INSERT INTO lag_buckets (hop, bucket, contracts) SELECT hop, bucket, SUM(n) FROM ({rows}) AS d "
-            "GROUP BY hop, bucket HAVING SUM(n) <> 0 ORDER BY hop, bucket "
-            "ON CONFLICT (hop, bucket) DO UPDATE SET contracts = lag_buckets.contracts + excluded.contracts")
+            f"GROUP BY hop, bucket HAVING SUM(n) <> 0 ORDER BY hop, bucket {ON_LAGS}")
 ADD_OPEN = ("INSERT INTO open_mismatch_totals (kind, currency, mismatches, amount_micros, leakage_micros) "
             "SELECT kind, currency, SUM(n), SUM(a), SUM(l) FROM ({rows}) AS d GROUP BY kind, currency "
-            "HAVING SUM(n) <> 0 OR SUM(a) <> 0 OR SUM(l) <> 0 ORDER BY kind, currency "
-            "ON CONFLICT (kind, currency) DO UPDATE SET "
-            "mismatches = open_mismatch_totals.mismatches + excluded.mismatches, "
-            "amount_micros = open_mismatch_totals.amount_micros + excluded.amount_micros, "
-            "leakage_micros = open_mismatch_totals.leakage_micros + excluded.leakage_micros")
+            f"HAVING SUM(n) <> 0 OR SUM(a) <> 0 OR SUM(l) <> 0 ORDER BY kind, currency {ON_OPEN}")
 # What each table's totals read from its rows: a change of none of these leaves the totals as they are.
 SUMMED = {"contracts": list(LAGS.values()),
           "mismatches": ["kind", "currency", "state", "amount_micros", "leakage_micros"]}
-TOTALS = {"contracts": (ADD_LAGS, _lag_rows), "mismatches": (ADD_OPEN, _open_rows)}
+TRANSITION = {"insert": "NEW TABLE AS new_rows", "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+              "delete": "OLD TABLE AS old_rows"}
 
 
-def _change(sqlite: bool, table: str, op_: str) -> str:
-    """The statement that carries an insert, update or delete on table into its totals: the old rows taken
-    away, the new ones added. On SQLite it runs for each row (OLD, NEW), on PostgreSQL once per statement,
-    over its transition tables."""
-    template, rows_of = TOTALS[table]
-    parts = []
-    for side, sign in (("old", -1), ("new", 1)):
-        if (side == "old" and op_ == "insert") or (side == "new" and op_ == "delete"):
+def _sides(op_: str) -> list[tuple[str, int]]:
+    """The rows a change takes away from the totals (OLD) and adds to them (NEW)."""
+    return {"insert": [("NEW", 1)], "update": [("OLD", -1), ("NEW", 1)], "delete": [("OLD", -1)]}[op_]
+
+
+def _statement_change(table: str, op_: str) -> str:
+    """PostgreSQL, once per statement: the whole change over the statement's transition tables."""
+    if table == "contracts":
+        rows = [_lag_rows(False, f"{side.lower()}_rows", f"{side.lower()}_rows", sign) for side, sign in _sides(op_)]
+        return ADD_LAGS.format(rows=" UNION ALL ".join(rows))
+    rows = [_open_rows(f"{side.lower()}_rows", f"{side.lower()}_rows", sign) for side, sign in _sides(op_)]
+    return ADD_OPEN.format(rows=" UNION ALL ".join(rows))
+
+
+def _row_change(table: str, op_: str) -> list[str]:
+    """SQLite, once per row: one small upsert per lag that changed (or per side of a mismatch), with
+    nothing to group, since a trigger runs for every row the pass writes."""
+    out = []
+    for side, sign in _sides(op_):
+        if table == "mismatches":
+            out.append(f"INSERT INTO open_mismatch_totals (kind, currency, mismatches, amount_micros, leakage_micros) "
+                       f"SELECT {side}.kind, {side}.currency, {sign}, {sign} * {side}.amount_micros, "
+                       f"{sign} * COALESCE({side}.leakage_micros, 0) WHERE {side}.state = 'open' {ON_OPEN}")
             continue
-        alias = f"{side}_rows"
-        source = alias
-        if sqlite:
-            cols = ", ".join(f"{side.upper()}.{c} AS {c}" for c in SUMMED[table])
-            source = f"(SELECT {cols}) AS {alias}"
-        parts.append(rows_of(sqlite, source, alias, sign))
-    return template.format(rows=" UNION ALL ".join(parts))
+        for hop, col in LAGS.items():
+            moved = f" AND OLD.{col} IS NOT NEW.{col}" if op_ == "update" else ""
+            out.append(f"INSERT INTO lag_buckets (hop, bucket, contracts) SELECT '{hop}', "
+                       f"{bucket_of(True, f'{side}.{col}')}, {sign} WHERE {side}.{col} IS NOT NULL{moved} {ON_LAGS}")
+    return out
 
 
 def _create_triggers(sqlite: bool) -> None:
-    for table in TOTALS:
+    for table, summed in SUMMED.items():
         for op_ in TRIGGER_OPS:
             name = f"{table}_read_totals_{op_}"
-            body = _change(sqlite, table, op_)
             if sqlite:
                 # Most updates (a contract's amounts, a mismatch's evidence) touch nothing summed here.
-                when = (" WHEN " + " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in SUMMED[table])
+                when = (" WHEN " + " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in summed)
                         if op_ == "update" else "")
+                body = "".join(f"{s}; " for s in _row_change(table, op_))
                 op.execute(f"CREATE TRIGGER {name} AFTER {op_.upper()} ON {table} FOR EACH ROW{when} "
-                           f"BEGIN {body}; END")
+                           f"BEGIN {body}END")
                 continue
-            refs = {"insert": "NEW TABLE AS new_rows", "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
-                    "delete": "OLD TABLE AS old_rows"}[op_]
-            op.execute(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body}; "
-                       f"RETURN NULL; END $$")
-            op.execute(f"CREATE TRIGGER {name} AFTER {op_.upper()} ON {table} REFERENCING {refs} "
+            op.execute(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                       f"{_statement_change(table, op_)}; RETURN NULL; END $$")
+            op.execute(f"CREATE TRIGGER {name} AFTER {op_.upper()} ON {table} REFERENCING {TRANSITION[op_]} "
                        f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()")
 
 
@@ -135,14 +155,14 @@ def upgrade() -> None:
     with op.batch_alter_table("mismatches") as batch:
         batch.create_index("ix_mismatches_state_id", ["state", "id"], unique=False)
     # The store may already hold rows: the totals start from them.
-    op.execute(ADD_OPEN.format(rows=_open_rows(sqlite, "mismatches", "mismatches", 1)))
+    op.execute(ADD_OPEN.format(rows=_open_rows("mismatches", "mismatches", 1)))
     op.execute(ADD_LAGS.format(rows=_lag_rows(sqlite, "contracts", "contracts", 1)))
     _create_triggers(sqlite)
 
 
 def downgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
-    for table in TOTALS:
+    for table in SUMMED:
         for op_ in TRIGGER_OPS:
             name = f"{table}_read_totals_{op_}"
             op.execute(f"DROP TRIGGER IF EXISTS {name}" if sqlite else f"DROP TRIGGER IF EXISTS {name} ON {table}")
