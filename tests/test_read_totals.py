@@ -3,6 +3,7 @@ mismatches by kind and currency, and each hop's lags by bucket, whose percentile
 percentiles of every lag."""
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -19,7 +20,8 @@ from tests.builders import T0, D, H, World, clean, invoice, order, payment, post
 def _direct_open(conn: Any) -> list[tuple[Any, ...]]:
     m = mismatches.c
     return [tuple(r) for r in conn.execute(
-        select(m.kind, m.currency, func.count(), func.sum(m.amount_micros), func.coalesce(func.sum(m.leakage_micros), 0))
+        select(m.kind, m.currency, func.count(), func.sum(m.amount_micros),
+               func.coalesce(func.sum(m.leakage_micros), 0))
         .where(m.state == "open").group_by(m.kind, m.currency).order_by(m.kind, m.currency))]
 
 
@@ -32,7 +34,7 @@ def _check(engine: Engine) -> None:
             values = sorted(conn.execute(select(col).where(col.is_not(None))).scalars())
             bounds = [b for b, _ in buckets] + [float("inf")]
             assert [k for _, k in buckets] == [sum(lo <= v < hi for v in values)
-                                               for lo, hi in zip(bounds, bounds[1:], strict=False)]
+                                               for lo, hi in itertools.pairwise(bounds)]
             assert sum(k for _, k in buckets) == len(values)
     lags = Assurance(engine).summary(None, None)["lags"]
     with engine.connect() as conn:
