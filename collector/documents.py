@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 
 from collector import conventions as c
 from collector.model import CanonicalEvent
@@ -111,8 +112,7 @@ class Documents:
         return first.currency if first is not None else None
 
 
-def _sort_key(e: CanonicalEvent) -> tuple[datetime, str, str]:
-    return (e.occurred_at, e.source, e.event_id)
+_sort_key = attrgetter("occurred_at", "source", "event_id")
 
 
 def assemble(events: Iterable[CanonicalEvent], duplicate_window: timedelta) -> Documents:
@@ -157,7 +157,10 @@ def assemble(events: Iterable[CanonicalEvent], duplicate_window: timedelta) -> D
         if inv is not None:
             inv.credits.append((e.occurred_at, e.amount, e.event_id))
     for inv in invoices.values():
-        _apply_credits(inv)
+        if inv.credits:
+            _apply_credits(inv)
+        elif inv.issued < 0:  # what _apply_credits makes of no credits at all, without its sort
+            inv.credited = inv.issued
     for e in reversals:
         posting = postings.get(e.refs.get("posting_id", ""))
         if posting is not None:
@@ -171,9 +174,17 @@ def assemble(events: Iterable[CanonicalEvent], duplicate_window: timedelta) -> D
 
 
 def _order(events: list[CanonicalEvent]) -> Order | None:
-    booked = [e for e in events if e.type == c.ORDER_BOOKED]
-    amended = [e for e in events if e.type == c.ORDER_AMENDED]
-    cancelled = [e for e in events if e.type == c.ORDER_CANCELLED]
+    booked: list[CanonicalEvent] = []
+    amended: list[CanonicalEvent] = []
+    cancelled: list[CanonicalEvent] = []
+    for e in events:
+        t = e.type
+        if t == c.ORDER_BOOKED:
+            booked.append(e)
+        elif t == c.ORDER_AMENDED:
+            amended.append(e)
+        elif t == c.ORDER_CANCELLED:
+            cancelled.append(e)
     base = booked[0] if booked else (amended[0] if amended else None)
     if base is None:
         return None
@@ -201,6 +212,8 @@ def _apply_credits(inv: Invoice) -> None:
 
 
 def _mark_duplicates(invoices: dict[str, Invoice], window: timedelta) -> None:
+    if len(invoices) < 2:  # the first live invoice is always kept
+        return
     kept: list[Invoice] = []
     for inv in sorted((i for i in invoices.values() if i.live), key=lambda i: (i.at, i.id)):
         if any(k.issued == inv.issued and k.currency == inv.currency and inv.at - k.at <= window for k in kept):
