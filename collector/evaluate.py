@@ -6,17 +6,21 @@ store. `full=True` re-examines every contract and must agree with the incrementa
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from collector import conventions as c
 from collector import waiting
+from collector.db import make_engine
 from collector.documents import Documents, assemble
 from collector.ingest import record_claims, refs_of
 from collector.model import CanonicalEvent, from_stored
@@ -30,7 +34,8 @@ from collector.timeutil import from_us, to_us, to_us_delta
 from collector.trace import Summary, summarize
 
 CHUNK = 500
-FULL_CHUNK = 2000  # a full pass writes in larger transactions: fewer commits over the whole store
+FULL_CHUNK = 10_000  # a full pass writes in larger transactions: each touches a page of an index fewer times
+AHEAD = 4  # chunks handed to the examiners beyond the one being written: each has one to work on
 LAG_COLUMNS = {c.HOPS[0]: "lag_order_to_invoice", c.HOPS[1]: "lag_invoice_to_posting",
                c.HOPS[2]: "lag_invoice_to_payment"}
 Lag = tuple[str, str, float]  # hop, entity, seconds
@@ -63,18 +68,80 @@ def orphan_scope(ev: CanonicalEvent) -> str:
 
 @dataclass
 class _Examined:
-    """One chunk's reconciliation, between reading it and writing it."""
+    """One chunk's reconciliation, between reading it and writing it: plain rows, cheap to send from an
+    examining process and to compare with the store's."""
     marks: dict[str, int]
-    scopes: dict[str, tuple[list[Finding], str | None]] = field(default_factory=dict)
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per scope, the rows of the mismatches found holding.
+    scopes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Per contract, its row of the contracts table, in CONTRACT_COLUMNS order.
+    rows: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     entities: dict[str, str] = field(default_factory=dict)
+
+
+class Examiner:
+    """Reads and reconciles chunks of contracts; what it answers is written by the Reconciler."""
+
+    def __init__(self, read_engine: Engine, policy: Policy):
+        self.read_engine, self.policy = read_engine, policy
+
+    def assemble(self, evs: Sequence[CanonicalEvent]) -> Documents:
+        return assemble(evs, self.policy.duplicate_window)
+
+    def examine(self, keys: list[str], now_us: int) -> _Examined:
+        with self.read_engine.connect() as reader:
+            return self._examine(reader, keys, now_us)
+
+    def _examine(self, conn: Connection, keys: list[str], now_us: int) -> _Examined:
+        """Read and reconcile these contracts. On a reader: no write lock is held while Python works, so
+        ingest goes on. An event that lands meanwhile changes its contract's dirty token, so the mark
+        survives this pass and the next one looks again."""
+        ex = _Examined(dict(conn.execute(select(dirty.c.contract_key, dirty.c.token)
+                                         .where(among(conn, dirty.c.contract_key, keys))).all()))
+        by_key: dict[str, list[CanonicalEvent]] = defaultdict(list)
+        for key, body in conn.execute(select(events.c.contract_key, events.c.body)
+                                      .where(among(conn, events.c.contract_key, keys))):
+            by_key[key].append(load_event(body))
+        now = from_us(now_us)
+        for key in keys:
+            evs = by_key.get(key)
+            if not evs:
+                continue
+            docs = self.assemble(evs)
+            found, due = reconcile(docs, now, self.policy)
+            summary = summarize(docs)
+            ex.scopes[key] = [_mismatch_row(f, key, None if f.orphan else key, now_us) for f in found]
+            ex.rows[key] = _contract_row(key, docs, summary, due, now_us)
+            ex.entities[key] = summary.entity or "none"
+        return ex
+
+
+# The examiner of an examining process (see start_examiner), built once per process.
+_examiner: Examiner | None = None
+
+
+def start_examiner(url: str, policy: Policy) -> None:
+    """Initializer of a process that examines chunks for a pass (`examine_chunk`)."""
+    global _examiner
+    _examiner = Examiner(make_engine(url, writer=False), policy)
+
+
+def examine_chunk(keys: list[str], now_us: int) -> _Examined:
+    if _examiner is None:  # pragma: no cover - the pool's initializer always ran
+        raise RuntimeError("examiner not started")
+    return _examiner.examine(keys, now_us)
 
 
 class Reconciler:
     def __init__(self, engine: Engine, policy: Policy, clock_us: Callable[[], int],
-                 read_engine: Engine | None = None):
+                 read_engine: Engine | None = None,
+                 examiners: Callable[[], AbstractContextManager[Executor]] | None = None):
+        """`examiners` opens a pool of processes started with `start_examiner` for the length of a full
+        pass: they reconcile chunks while this one writes, so the pass uses every core. Without them, and
+        in incremental passes (a few chunks), chunks are read and reconciled here in turn."""
         self.engine, self.policy, self.clock_us = engine, policy, clock_us
         self.read_engine = read_engine if read_engine is not None else engine
+        self.examiner = Examiner(self.read_engine, policy)
+        self.examiners = examiners
 
     def run(self, full: bool = False, wait: bool = True, now_us: int | None = None) -> PassResult:
         """One pass, one at a time over the store; without `wait`, a pass that finds another under way
@@ -89,12 +156,11 @@ class Reconciler:
         res = PassResult(full=full)
         self._join_waiting(now_us, res, full)
         batches = self._all_keys() if full else self._changed_keys(now_us)
-        for keys in batches:
-            with self.read_engine.connect() as reader:
-                examined = self._examine(reader, keys, now_us)
-            with self.engine.begin() as conn:
-                new_lags = self._write(conn, examined, now_us, res)
-            res.lags.extend(new_lags)  # after the commit: a rolled-back chunk counts nothing
+        with self.examiners() if full and self.examiners is not None else nullcontext(None) as pool:
+            for examined in self._examined(pool, batches, now_us):
+                with self.engine.begin() as conn:
+                    new_lags = self._write(conn, examined, now_us, res)
+                res.lags.extend(new_lags)  # after the commit: a rolled-back chunk counts nothing
         res.seconds = round(time.perf_counter() - started, 6)
         return res
 
@@ -144,16 +210,17 @@ class Reconciler:
                        ["contract_key"])
                 waiting.forget(conn, sorted(joined))
                 # An event that joined a contract is no orphan any more.
-                self._write_findings(conn, {orphan_scope(ev): ([], None) for ev in evs.values()}, now_us, res)
+                self._write_findings(conn, {orphan_scope(ev): [] for ev in evs.values()}, now_us, res)
                 res.resolved += len(joined)
         with self.engine.begin() as conn:
             due = waiting.past_grace(conn, now_us - to_us_delta(self.policy.orphan_grace), again=full)
             for i in range(0, len(due), CHUNK):
                 part = due[i:i + CHUNK]
-                scopes: dict[str, tuple[list[Finding], str | None]] = {}
+                scopes: dict[str, list[dict[str, Any]]] = {}
                 for ev in self._events_by_pk(conn, part).values():
-                    found, _ = reconcile(self._assemble([ev]), from_us(now_us), self.policy)
-                    scopes[orphan_scope(ev)] = (found, None)
+                    found, _ = reconcile(self.examiner.assemble([ev]), from_us(now_us), self.policy)
+                    scope = orphan_scope(ev)
+                    scopes[scope] = [_mismatch_row(f, scope, None, now_us) for f in found]
                 self._write_findings(conn, scopes, now_us, res)
                 waiting.mark_reported(conn, part)
 
@@ -168,59 +235,44 @@ class Reconciler:
 
     # -- one chunk of contracts
 
-    def _assemble(self, evs: Sequence[CanonicalEvent]) -> Documents:
-        return assemble(evs, self.policy.duplicate_window)
-
-    def _examine(self, conn: Connection, keys: list[str], now_us: int) -> _Examined:
-        """Read and reconcile these contracts. On a reader: no write lock is held while Python works, so
-        ingest goes on. An event that lands meanwhile changes its contract's dirty token, so the mark
-        survives this pass and the next one looks again."""
-        ex = _Examined(dict(conn.execute(select(dirty.c.contract_key, dirty.c.token)
-                                         .where(among(conn, dirty.c.contract_key, keys))).all()))
-        by_key: dict[str, list[CanonicalEvent]] = defaultdict(list)
-        for key, body in conn.execute(select(events.c.contract_key, events.c.body)
-                                      .where(among(conn, events.c.contract_key, keys))):
-            by_key[key].append(load_event(body))
-        now = from_us(now_us)
-        for key in keys:
-            evs = by_key.get(key)
-            if not evs:
-                continue
-            docs = self._assemble(evs)
-            found, due = reconcile(docs, now, self.policy)
-            summary = summarize(docs)
-            ex.scopes[key] = (found, key)
-            ex.rows[key] = _contract_row(key, docs, summary, due, now_us)
-            ex.entities[key] = summary.entity or "none"
-        return ex
+    def _examined(self, pool: Executor | None, batches: Iterator[list[str]], now_us: int) -> Iterator[_Examined]:
+        """Each chunk examined, in order; in a pool, a few chunks ahead of the one being written."""
+        if pool is None:
+            for keys in batches:
+                yield self.examiner.examine(keys, now_us)
+            return
+        ahead: deque[Future[_Examined]] = deque()
+        for keys in batches:
+            ahead.append(pool.submit(examine_chunk, keys, now_us))
+            if len(ahead) > AHEAD:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
 
     def _write(self, conn: Connection, ex: _Examined, now_us: int, res: PassResult) -> list[Lag]:
         """Write what _examine found; answers the hop lags that became known, to be counted once."""
         keys = list(ex.rows)
-        prev = {r.contract_key: r._asdict() for r in conn.execute(
-            select(contracts).where(among(conn, contracts.c.contract_key, keys)))} if keys else {}
-        changed: list[dict[str, Any]] = []
+        prev: dict[str, Sequence[Any]] = {r[0]: r for r in conn.execute(
+            select(*_CONTRACT_COLS).where(among(conn, contracts.c.contract_key, keys)))} if keys else {}
+        changed: list[tuple[Any, ...]] = []
         new_lags: list[Lag] = []
         for key, row in ex.rows.items():
             before = prev.get(key)
-            if before is None or any(before[k] != v for k, v in row.items() if k != "updated_us"):
+            if before is None or _compared(before) != _compared(row):
                 changed.append(row)
-            for hop, col in LAG_COLUMNS.items():
-                lag = row[col]
-                if lag is not None and (before is None or before[col] is None):
+            for at, hop in _LAG_AT:
+                lag = row[at]
+                if lag is not None and (before is None or before[at] is None):
                     new_lags.append((hop, ex.entities[key], lag))
         res.evaluated += len(ex.rows)
         self._write_findings(conn, ex.scopes, now_us, res)
-        upsert(conn, contracts, changed, ["contract_key"])
+        upsert(conn, contracts, [dict(zip(CONTRACT_COLUMNS, row, strict=True)) for row in changed], ["contract_key"])
         add_to(conn, contract_totals, _total_deltas(changed, prev), ["currency", "stage"])
-        if ex.marks:
-            conn.execute(delete(dirty).where(and_(dirty.c.contract_key == bindparam("k"),
-                                                  dirty.c.token == bindparam("t"))),
-                         [{"k": k, "t": t} for k, t in ex.marks.items()])
+        _forget_marks(conn, ex.marks)
         return new_lags
 
-    def _write_findings(self, conn: Connection, scopes: dict[str, tuple[list[Finding], str | None]],
-                        now_us: int, res: PassResult) -> None:
+    def _write_findings(self, conn: Connection, scopes: dict[str, list[dict[str, Any]]], now_us: int,
+                        res: PassResult) -> None:
         """Open what is new, close what no longer holds, update what moved; one scope is one contract."""
         if not scopes:
             return
@@ -234,11 +286,9 @@ class Reconciler:
                 current[(r[1], r[2], r[3])] = tuple(r)
         inserts: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []
-        for scope, (found, contract_id) in scopes.items():
-            for f in found:
-                ident = (scope, f.kind, f.subject)
-                row = _mismatch_row(f, scope, None if f.orphan else contract_id, now_us)
-                old = current.pop(ident, None)
+        for scope, found in scopes.items():
+            for row in found:
+                old = current.pop((scope, row["kind"], row["subject"]), None)
                 if old is None:
                     inserts.append(row)
                 elif (old[4], old[5], old[6], old[7]) != (row["amount_at_risk"], row["currency"], row["evidence"],
@@ -261,20 +311,29 @@ class Reconciler:
 
 
 TOTALLED = ("booked_micros", "invoiced_micros", "posted_micros", "collected_micros")
+# The contracts table's columns as the pass writes them; rows travel as tuples in this order.
+CONTRACT_COLUMNS = ("contract_key", "stage", "currency", "entity", "ordered_us", "next_due_us", *TOTALLED,
+                    *LAG_COLUMNS.values(), "updated_us")
+_CONTRACT_COLS = tuple(contracts.c[name] for name in CONTRACT_COLUMNS)
+_STAGE, _CURRENCY = CONTRACT_COLUMNS.index("stage"), CONTRACT_COLUMNS.index("currency")
+_TOTALLED_AT = tuple(CONTRACT_COLUMNS.index(name) for name in TOTALLED)
+_LAG_AT = tuple((CONTRACT_COLUMNS.index(col), hop) for hop, col in LAG_COLUMNS.items())
+# A row that differs from the stored one in nothing but when it was computed is not written again.
+_compared = itemgetter(*(i for i, name in enumerate(CONTRACT_COLUMNS) if name != "updated_us"))
 
 
-def _total_deltas(rows: list[dict[str, Any]], prev: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _total_deltas(rows: list[tuple[Any, ...]], prev: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """What the changed rows add to (and their old versions take from) contract_totals."""
     deltas: dict[tuple[str, str], dict[str, int]] = {}
 
-    def add(row: dict[str, Any], sign: int) -> None:
-        d = deltas.setdefault((row["currency"] or "", row["stage"]), dict.fromkeys(("contracts", *TOTALLED), 0))
+    def add(row: Sequence[Any], sign: int) -> None:
+        d = deltas.setdefault((row[_CURRENCY] or "", row[_STAGE]), dict.fromkeys(("contracts", *TOTALLED), 0))
         d["contracts"] += sign
-        for name in TOTALLED:
-            d[name] += sign * row[name]
+        for name, at in zip(TOTALLED, _TOTALLED_AT, strict=True):
+            d[name] += sign * row[at]
 
     for row in rows:
-        old = prev.get(row["contract_key"])
+        old = prev.get(row[0])
         if old is not None:
             add(old, -1)
         add(row, 1)
@@ -289,15 +348,19 @@ def _mismatch_row(f: Finding, scope: str, contract_id: str | None, now_us: int) 
             "closed_us": None, "evidence": orjson.dumps(list(f.evidence)).decode()}
 
 
-def _contract_row(key: str, docs: Documents, s: Summary, due: datetime | None, now_us: int) -> dict[str, Any]:
+def _contract_row(key: str, docs: Documents, s: Summary, due: datetime | None, now_us: int) -> tuple[Any, ...]:
+    """The contract's row, in CONTRACT_COLUMNS order."""
     ordered = s.stages.get("ordered")
     first_at = ordered.at if ordered is not None else docs.latest_at
-    return {
-        "contract_key": key, "stage": s.stage, "currency": s.currency, "entity": s.entity,
-        "ordered_us": to_us(first_at) if first_at is not None else None,
-        "next_due_us": to_us(due) if due is not None else None,
-        "booked_micros": to_micros(s.amount("ordered")), "invoiced_micros": to_micros(s.amount("invoiced")),
-        "posted_micros": to_micros(s.amount("posted")), "collected_micros": to_micros(s.amount("paid")),
-        **{col: s.lags[hop] for hop, col in LAG_COLUMNS.items()},
-        "updated_us": now_us,
-    }
+    return (key, s.stage, s.currency, s.entity, to_us(first_at) if first_at is not None else None,
+            to_us(due) if due is not None else None, to_micros(s.amount("ordered")),
+            to_micros(s.amount("invoiced")), to_micros(s.amount("posted")), to_micros(s.amount("paid")),
+            *(s.lags[hop] for hop in LAG_COLUMNS), now_us)
+
+
+def _forget_marks(conn: Connection, marks: dict[str, int]) -> None:
+    """Remove the dirty marks the pass saw; one whose token changed since (a new event) stays. Plain SQL
+    text through the driver: a statement per chunk, not one built per mark."""
+    if marks:
+        p = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        conn.exec_driver_sql(f"DELETE FROM dirty WHERE contract_key = {p} AND token = {p}", list(marks.items()))

@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context, parent_process
 
 from collector.db import make_engine
-from collector.evaluate import PassResult, Reconciler
+from collector.evaluate import PassResult, Reconciler, start_examiner
 from collector.policy import Policy
 
 _reconciler: Reconciler | None = None  # this worker process's, built once by _start
@@ -17,15 +17,34 @@ _reconciler: Reconciler | None = None  # this worker process's, built once by _s
 
 def _start(url: str, policy: Policy) -> None:
     global _reconciler
-    threading.Thread(target=_exit_with_parent, name="revtrace-exit-with-parent", daemon=True).start()
+    _follow_parent()
     engine = make_engine(url, writer=True, sync="normal")
     _reconciler = Reconciler(engine, policy, lambda: time.time_ns() // 1000,
-                             read_engine=make_engine(url, writer=False))
+                             read_engine=make_engine(url, writer=False),
+                             examiners=lambda: examiner_pool(url, policy))
+
+
+def examiner_pool(url: str, policy: Policy, processes: int | None = None) -> ProcessPoolExecutor:
+    """Processes that examine chunks of a full pass while the pass writes, one per core by default. A
+    pass opens them and shuts them down when it ends: a process that exits must first join its
+    children, and idle examiners would wait for work forever."""
+    return ProcessPoolExecutor(processes or os.cpu_count() or 1, mp_context=get_context("spawn"),
+                               initializer=_start_examiner, initargs=(url, policy))
+
+
+def _start_examiner(url: str, policy: Policy) -> None:
+    _follow_parent()
+    start_examiner(url, policy)
+
+
+def _follow_parent() -> None:
+    threading.Thread(target=_exit_with_parent, name="revtrace-exit-with-parent", daemon=True).start()
 
 
 def _exit_with_parent() -> None:
-    """A server killed outright (SIGKILL) cannot stop its worker: the worker stops itself. A pass cut
-    short leaves nothing half done; each chunk is one transaction and the dirty marks remain."""
+    """A server killed outright (SIGKILL) cannot stop its worker: the worker stops itself, and so do the
+    examiners of its pass. A pass cut short leaves nothing half done; each chunk is one transaction and
+    the dirty marks remain."""
     parent = parent_process()
     if parent is not None:
         parent.join()
