@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Table
 
 from collector.schema import events, ref_map
-from collector.sqlutil import driver
+from collector.sqlutil import driver, sqlite_many, sqlite_rows
 
 CHUNK = 2000  # values per IN (...): few statements, well under every driver's parameter limit
 EVENT_COLUMNS = ("source", "event_id", "type", "at_us", "contract_key", "received_us", "body")
@@ -58,7 +58,7 @@ def _by_pair(conn: Connection, table: Table, first: str, second: str, value: str
             part = bs[i:i + CHUNK]
             sql = (f"SELECT {second}, {value} FROM {table.name} "
                    f"WHERE {first} = ? AND {second} IN ({', '.join('?' * len(part))})")
-            found.update(((a, b), v) for b, v in conn.exec_driver_sql(sql, (a, *part)))
+            found.update(((a, b), v) for b, v in sqlite_rows(conn, sql, (a, *part)))
     return found
 
 
@@ -72,8 +72,7 @@ def add_claims(conn: Connection, rows: Sequence[tuple[str, str, str]]) -> None:
                         "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
                         ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
         return
-    conn.exec_driver_sql("INSERT INTO ref_map (kind, ref, contract_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                         list(rows))
+    sqlite_many(conn, "INSERT INTO ref_map (kind, ref, contract_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)
 
 
 def insert_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, str]]:
@@ -92,5 +91,5 @@ def insert_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[tupl
             cur.execute("DELETE FROM incoming_events")  # ON COMMIT clears it too; a retry in this txn must not see it
             return inserted
     # SQLite: this is the only writer, and stored_keys found none of these, so every row is new.
-    conn.exec_driver_sql(_SQLITE_INSERT, list(rows))
+    sqlite_many(conn, _SQLITE_INSERT, rows)
     return {(r[0], r[1]) for r in rows}

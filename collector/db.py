@@ -46,7 +46,7 @@ def make_engine(url: str, writer: bool = True, sync: str = "full", **kwargs: Any
         # pysqlite's own transaction handling defers BEGIN; take the write lock at BEGIN instead, so two
         # writers queue on busy_timeout rather than fail on lock upgrade.
         begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
+        event.listen(engine, "begin", lambda conn: conn.connection.dbapi_connection.execute(begin))
         return engine
     kwargs.setdefault("pool_size", 8)
     kwargs.setdefault("pool_pre_ping", True)

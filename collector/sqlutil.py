@@ -40,8 +40,18 @@ def _insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], conf
         _pg_unnest(conn, table, rows, conflict)
         return
     cols = list(rows[0])
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-                         f"{conflict}", [tuple(r[c] for c in cols) for r in rows])
+    sqlite_many(conn, f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) {conflict}",
+                [tuple(r[c] for c in cols) for r in rows])
+
+
+def sqlite_rows(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """One SQLite statement straight through the driver, in the connection's transaction: SQLAlchemy's
+    bookkeeping costs more than a small statement, and a single event's transaction is all small ones."""
+    return list(driver(conn).execute(sql, params).fetchall())
+
+
+def sqlite_many(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    driver(conn).executemany(sql, rows)
 
 
 def among(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
