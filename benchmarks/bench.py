@@ -40,6 +40,7 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     insert_limit: dict[str, float] = field(default_factory=dict)
     parse_limit: dict[str, float] = field(default_factory=dict)
+    commit_limit: dict[str, float] = field(default_factory=dict)
     crosscheck: CrossCheck | None = None
     join_counts: dict[str, int] = field(default_factory=dict)
     join_seconds: float | None = None

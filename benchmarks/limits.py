@@ -94,6 +94,51 @@ def postgres_insert_rate(rows: Sequence[tuple[Any, ...]], dsn: str) -> float:
             conn.commit()
 
 
+def sqlite_commit_rate(rows: Sequence[tuple[Any, ...]], folder: Path, seconds: float = 3.0) -> float:
+    """Transactions/s of one row each, WAL with synchronous=FULL: each commit waits for the disk, as a
+    single acknowledged event must."""
+    path = folder / "commits.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(DDL.format(id="INTEGER"))
+        return _timed_commits(rows, lambda row: _sqlite_tx(conn, [row]), seconds)
+    finally:
+        conn.close()
+        for p in folder.glob("commits.db*"):
+            p.unlink()
+
+
+def postgres_commit_rate(rows: Sequence[tuple[Any, ...]], dsn: str, seconds: float = 3.0) -> float:
+    """Transactions/s of one row each, with PostgreSQL's default synchronous_commit (on)."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(DDL.format(id="BIGSERIAL"))
+        conn.commit()
+        stmt = f"INSERT INTO raw_events ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+
+        def tx(row: tuple[Any, ...]) -> None:
+            conn.execute(stmt, row)
+            conn.commit()
+
+        try:
+            return _timed_commits(rows, tx, seconds)
+        finally:
+            conn.execute("DROP TABLE raw_events")
+            conn.commit()
+
+
+def _timed_commits(rows: Sequence[tuple[Any, ...]], tx: Any, seconds: float) -> float:
+    started = time.perf_counter()
+    n = 0
+    for row in rows:
+        tx(row)
+        n += 1
+        if time.perf_counter() - started >= seconds:
+            break
+    return n / (time.perf_counter() - started)
+
+
 def _timed_inserts(rows: Sequence[tuple[Any, ...]], tx: Any) -> float:
     started = time.perf_counter()
     for i in range(0, len(rows), TX_ROWS):

@@ -52,8 +52,10 @@ class RssSampler(threading.Thread):
 
 
 class Server:
-    def __init__(self, database_url: str, *, evaluate_every: float | None = None, name: str = "server"):
+    def __init__(self, database_url: str, *, evaluate_every: float | None = None, name: str = "server",
+                 settings: dict[str, str] | None = None):
         self.database_url, self.evaluate_every, self.name = database_url, evaluate_every, name
+        self.settings = settings or {}
         self.token = secrets.token_urlsafe(18)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -80,7 +82,8 @@ class Server:
     def start(self) -> None:
         config = self.workdir / "revtrace.yaml"
         # 0 turns the scheduler off, so that only the benchmark's own passes run; None keeps the default.
-        config.write_text("" if self.evaluate_every is None else f"evaluate_every: {self.evaluate_every}\n")
+        lines = [] if self.evaluate_every is None else [f"evaluate_every: {self.evaluate_every}"]
+        config.write_text("".join(f"{line}\n" for line in lines + [f"{k}: {v}" for k, v in self.settings.items()]))
         env = {**os.environ, "REVTRACE_DATABASE_URL": self.database_url, "REVTRACE_LISTEN": f"127.0.0.1:{self.port}",
                "REVTRACE_ADMIN_TOKEN": self.token, "PYTHONPATH": str(ROOT)}
         log = (self.workdir / "server.log").open("wb")
