@@ -1,5 +1,6 @@
 """`revtrace serve` as a subprocess on a free loopback port: started on a store, waited for until /readyz
-answers, its RSS sampled all along, and always stopped."""
+answers, its RSS sampled all along, and always stopped. The crash harness also kills it with SIGKILL and starts it
+again, on the same port, store and token, as often as it likes."""
 from __future__ import annotations
 
 import os
@@ -21,6 +22,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = 120.0
+READY_POLL = 0.05  # seconds; a restart under test should not wait long for its first answer
 
 
 def free_port() -> int:
@@ -51,17 +53,27 @@ class RssSampler(threading.Thread):
         self._stop.set()
 
 
+class ServerError(RuntimeError):
+    """`revtrace serve` exited or did not become ready."""
+
+
 class Server:
+    """One `revtrace serve` on one store. `workdir` keeps its config and log after the stop (the crash harness
+    shows them); without it they live in a temporary folder removed by the stop."""
+
     def __init__(self, database_url: str, *, evaluate_every: float | None = None, name: str = "server",
-                 settings: dict[str, str] | None = None):
+                 settings: dict[str, str] | None = None, workdir: Path | None = None):
         self.database_url, self.evaluate_every, self.name = database_url, evaluate_every, name
         self.settings = settings or {}
         self.token = secrets.token_urlsafe(18)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.workdir = Path(tempfile.mkdtemp(prefix="revtrace_bench_srv_"))
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="revtrace_bench_srv_")) if workdir is None else workdir
+        self.log_path = self.workdir / f"{name}-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.rss: RssSampler | None = None
+        self.starts = 0
+        self._samplers: list[RssSampler] = []
 
     @property
     def pid(self) -> int:
@@ -69,8 +81,12 @@ class Server:
         return self.proc.pid
 
     @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
     def peak_rss(self) -> int:
-        return self.rss.peak if self.rss is not None else 0
+        return max((s.peak for s in self._samplers), default=0)
 
     def __enter__(self) -> Server:
         self.start()
@@ -80,17 +96,25 @@ class Server:
         self.stop()
 
     def start(self) -> None:
-        config = self.workdir / "revtrace.yaml"
+        """The first start, or the next one after a kill."""
+        self.starts += 1
+        config = self.workdir / f"{self.name}.yaml"
         # 0 turns the scheduler off, so that only the benchmark's own passes run; None keeps the default.
         lines = [] if self.evaluate_every is None else [f"evaluate_every: {self.evaluate_every}"]
         config.write_text("".join(f"{line}\n" for line in lines + [f"{k}: {v}" for k, v in self.settings.items()]))
         env = {**os.environ, "REVTRACE_DATABASE_URL": self.database_url, "REVTRACE_LISTEN": f"127.0.0.1:{self.port}",
-               "REVTRACE_ADMIN_TOKEN": self.token, "PYTHONPATH": str(ROOT)}
-        log = (self.workdir / "server.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "revtrace", "serve", "--config", str(config)],
-                                     cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.rss = RssSampler(self.proc.pid)
-        self.rss.start()
+               "REVTRACE_ADMIN_TOKEN": self.token, "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        with self.log_path.open("ab") as log:
+            log.write(f"--- start {self.starts}\n".encode())
+            log.flush()
+            # A session of its own: a Ctrl-C at the terminal reaches only the caller, which then stops the server.
+            self.proc = subprocess.Popen([sys.executable, "-m", "revtrace", "serve", "--config", str(config)],
+                                         cwd=self.workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        sampler = RssSampler(self.proc.pid)
+        sampler.start()
+        self._samplers.append(sampler)
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -98,28 +122,38 @@ class Server:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"revtrace serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise ServerError(f"revtrace serve exited with {self.proc.returncode} during start {self.starts}:\n"
+                                  f"{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.base}/readyz", timeout=2.0) as resp:
                     if resp.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 pass
-            time.sleep(0.1)
-        raise RuntimeError(f"revtrace serve not ready after {READY_TIMEOUT:.0f} s:\n{self.log_tail()}")
+            time.sleep(READY_POLL)
+        raise ServerError(f"revtrace serve not ready after {READY_TIMEOUT:.0f} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown code runs, whatever was not committed is lost."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
 
     def stop(self) -> None:
-        if self.rss is not None:
-            self.rss.stop()
-        if self.proc is not None and self.proc.poll() is None:
+        for sampler in self._samplers:
+            sampler.stop()
+        if self.alive:
+            assert self.proc is not None
             self.proc.send_signal(signal.SIGINT)  # aiohttp's run_app shuts down cleanly on SIGINT
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+                self.kill()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def log_tail(self, lines: int = 30) -> str:
-        path = self.workdir / "server.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
