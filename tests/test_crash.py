@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.crash import Options, Report, check_crash_safety, scratch_database
+from benchmarks.crash import check_crash_safety
+from benchmarks.crash_report import Report
+from benchmarks.crash_run import Options
+from benchmarks.crash_store import scratch_database
 
 # Small enough for CI's two cores, large enough that 20 kills spread over 40 batches of a real ingest.
 OPTIONS = Options(events=20_000, kills=20, seed=11, batch_size=500, clients=4)
