@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Table
 
 from collector.schema import events, ref_map
@@ -15,6 +16,7 @@ CHUNK = 2000  # values per IN (...): few statements, well under every driver's p
 EVENT_COLUMNS = ("source", "event_id", "type", "at_us", "contract_key", "received_us", "body")
 _SQLITE_INSERT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
                   f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})")
+_PG_COPY_DIRECT = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 _PG_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS incoming_events ({', '.join(EVENT_COLUMNS)}) "
              "ON COMMIT DELETE ROWS AS SELECT " + ", ".join(EVENT_COLUMNS) + " FROM events WITH NO DATA")
 _PG_COPY = f"COPY incoming_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
@@ -80,16 +82,29 @@ def insert_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[tupl
     if not rows:
         return set()
     if conn.dialect.name == "postgresql":
-        # Another replica may commit the same event meanwhile: its copy wins and ours is a duplicate.
-        with driver(conn).cursor() as cur:
-            cur.execute(_PG_STAGE)
-            with cur.copy(_PG_COPY) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cur.execute(_PG_MOVE)
-            inserted = {(s, e) for s, e in cur.fetchall()}
-            cur.execute("DELETE FROM incoming_events")  # ON COMMIT clears it too; a retry in this txn must not see it
-            return inserted
+        return _pg_insert_events(driver(conn), rows)
     # SQLite: this is the only writer, and stored_keys found none of these, so every row is new.
     sqlite_many(conn, _SQLITE_INSERT, rows)
     return {(r[0], r[1]) for r in rows}
+
+
+def _pg_insert_events(pg: Any, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, str]]:
+    """stored_keys found none of these stored, so COPY straight into events, in a savepoint. Only another
+    replica committing one of them meanwhile makes it fail; then they go through a staging table and
+    ON CONFLICT DO NOTHING, where that replica's copy wins and ours is a duplicate."""
+    try:
+        with pg.transaction(), pg.cursor() as cur, cur.copy(_PG_COPY_DIRECT) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return {(r[0], r[1]) for r in rows}
+    except psycopg.errors.UniqueViolation:
+        pass
+    with pg.cursor() as cur:
+        cur.execute(_PG_STAGE)
+        with cur.copy(_PG_COPY) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(_PG_MOVE)
+        inserted = {(s, e) for s, e in cur.fetchall()}
+        cur.execute("DELETE FROM incoming_events")  # ON COMMIT clears it too; a retry in this txn must not see it
+        return inserted
