@@ -60,27 +60,20 @@ def parse(argv: list[str]) -> tuple[Options, str | None]:
 
 
 def measure_limits(bench: Bench, kind: str, rows: list[tuple[object, ...]], store: Store) -> None:
-    rates = []
-    for _ in range(bench.opts.runs):
+    def rate(per_tx: int, seconds: float | None) -> float:
         if kind == "sqlite":
             assert store.path is not None
-            rates.append(limits.sqlite_insert_rate(rows, store.path.parent))
-        else:
-            rates.append(limits.postgres_insert_rate(rows, store.pg_dsn))
-    bench.insert_limit[kind] = median(rates)
+            return limits.sqlite_rate(rows, store.path.parent, per_tx, seconds)
+        return limits.postgres_rate(rows, store.pg_dsn, per_tx, seconds)
+
+    runs = bench.opts.runs
+    bench.insert_limit[kind] = median([rate(limits.TX_ROWS, None) for _ in range(runs)])
     bench.add(Row("limit", kind, f"raw executemany INSERT, {len(rows):,} rows, 10,000 per transaction",
-                  bench.insert_limit[kind], "rows/s", runs=len(rates),
+                  bench.insert_limit[kind], "rows/s", runs=runs,
                   note="WAL, synchronous=FULL" if kind == "sqlite" else "psycopg"))
-    commits = []
-    for _ in range(bench.opts.runs):
-        if kind == "sqlite":
-            assert store.path is not None
-            commits.append(limits.sqlite_commit_rate(rows, store.path.parent))
-        else:
-            commits.append(limits.postgres_commit_rate(rows, store.pg_dsn))
-    bench.commit_limit[kind] = median(commits)
+    bench.commit_limit[kind] = median([rate(1, 3.0) for _ in range(runs)])
     bench.add(Row("limit", kind, "raw durable commits, one row per transaction", bench.commit_limit[kind], "tx/s",
-                  runs=len(commits), note="WAL, synchronous=FULL: each waits for the disk" if kind == "sqlite"
+                  runs=runs, note="WAL, synchronous=FULL: each waits for the disk" if kind == "sqlite"
                   else "synchronous_commit=on: each waits for the disk"))
 
 

@@ -55,28 +55,33 @@ def rows_of(lines: Sequence[bytes]) -> list[tuple[Any, ...]]:
     return list(seen.values())
 
 
-def sqlite_insert_rate(rows: Sequence[tuple[Any, ...]], folder: Path) -> float:
+def sqlite_rate(rows: Sequence[tuple[Any, ...]], folder: Path, per_tx: int = TX_ROWS,
+                seconds: float | None = None) -> float:
+    """Rows/s through executemany, `per_tx` rows per transaction, WAL with synchronous=FULL. With one row
+    per transaction this is the disk's rate of synced commits, which bounds single acknowledged events."""
     path = folder / "raw.db"
     conn = sqlite3.connect(path, isolation_level=None)
+    stmt = f"INSERT INTO raw_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+    def tx(chunk: Sequence[tuple[Any, ...]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(stmt, chunk)
+        conn.execute("COMMIT")
+
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(DDL.format(id="INTEGER"))
-        return _timed_inserts(rows, lambda chunk: _sqlite_tx(conn, chunk))
+        return _timed(rows, tx, per_tx, seconds)
     finally:
         conn.close()
         for p in folder.glob("raw.db*"):
             p.unlink()
 
 
-def _sqlite_tx(conn: sqlite3.Connection, chunk: Sequence[tuple[Any, ...]]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(f"INSERT INTO raw_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                     chunk)
-    conn.execute("COMMIT")
-
-
-def postgres_insert_rate(rows: Sequence[tuple[Any, ...]], dsn: str) -> float:
+def postgres_rate(rows: Sequence[tuple[Any, ...]], dsn: str, per_tx: int = TX_ROWS,
+                  seconds: float | None = None) -> float:
+    """The same with psycopg's executemany and PostgreSQL's default synchronous_commit (on)."""
     with psycopg.connect(dsn) as conn:
         conn.execute(DDL.format(id="BIGSERIAL"))
         conn.commit()
@@ -88,62 +93,23 @@ def postgres_insert_rate(rows: Sequence[tuple[Any, ...]], dsn: str) -> float:
             conn.commit()
 
         try:
-            return _timed_inserts(rows, tx)
+            return _timed(rows, tx, per_tx, seconds)
         finally:
             conn.execute("DROP TABLE raw_events")
             conn.commit()
 
 
-def sqlite_commit_rate(rows: Sequence[tuple[Any, ...]], folder: Path, seconds: float = 3.0) -> float:
-    """Transactions/s of one row each, WAL with synchronous=FULL: each commit waits for the disk, as a
-    single acknowledged event must."""
-    path = folder / "commits.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(DDL.format(id="INTEGER"))
-        return _timed_commits(rows, lambda row: _sqlite_tx(conn, [row]), seconds)
-    finally:
-        conn.close()
-        for p in folder.glob("commits.db*"):
-            p.unlink()
-
-
-def postgres_commit_rate(rows: Sequence[tuple[Any, ...]], dsn: str, seconds: float = 3.0) -> float:
-    """Transactions/s of one row each, with PostgreSQL's default synchronous_commit (on)."""
-    with psycopg.connect(dsn) as conn:
-        conn.execute(DDL.format(id="BIGSERIAL"))
-        conn.commit()
-        stmt = f"INSERT INTO raw_events ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
-
-        def tx(row: tuple[Any, ...]) -> None:
-            conn.execute(stmt, row)
-            conn.commit()
-
-        try:
-            return _timed_commits(rows, tx, seconds)
-        finally:
-            conn.execute("DROP TABLE raw_events")
-            conn.commit()
-
-
-def _timed_commits(rows: Sequence[tuple[Any, ...]], tx: Any, seconds: float) -> float:
+def _timed(rows: Sequence[tuple[Any, ...]], tx: Any, per_tx: int, seconds: float | None) -> float:
+    """Rows/s over all the rows, or over those that fit in `seconds`."""
     started = time.perf_counter()
-    n = 0
-    for row in rows:
-        tx(row)
-        n += 1
-        if time.perf_counter() - started >= seconds:
+    done = 0
+    for i in range(0, len(rows), per_tx):
+        chunk = rows[i:i + per_tx]
+        tx(chunk)
+        done += len(chunk)
+        if seconds is not None and time.perf_counter() - started >= seconds:
             break
-    return n / (time.perf_counter() - started)
-
-
-def _timed_inserts(rows: Sequence[tuple[Any, ...]], tx: Any) -> float:
-    started = time.perf_counter()
-    for i in range(0, len(rows), TX_ROWS):
-        tx(rows[i:i + TX_ROWS])
-    return len(rows) / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started)
 
 
 def median(values: Sequence[float]) -> float:
