@@ -158,19 +158,23 @@ class Reconciler:
         started = time.perf_counter()
         res = PassResult(full=full)
         self._join_waiting(now_us, res, full)
-        batches = self._all_keys() if full else self._changed_keys(now_us)
         with self.examiners() if full and self.examiners is not None else nullcontext(None) as pool:
-            for examined in self._examined(pool, batches, now_us):
-                with self.engine.begin() as conn:
-                    new_lags = self._write(conn, examined, now_us, res)
-                res.lags.extend(new_lags)  # after the commit: a rolled-back chunk counts nothing
+            # Each kind of key is listed once the chunks of the kind before are written: a key of both
+            # kinds is then examined again only if an event changed it meanwhile.
+            for batches in self._all_keys() if full else self._changed_keys(now_us):
+                for examined in self._examined(pool, batches, now_us):
+                    with self.engine.begin() as conn:
+                        new_lags = self._write(conn, examined, now_us, res)
+                    res.lags.extend(new_lags)  # after the commit: a rolled-back chunk counts nothing
         res.seconds = round(time.perf_counter() - started, 6)
         return res
 
     # -- which contracts
 
-    def _changed_keys(self, now_us: int) -> Iterator[list[str]]:
-        yield from self._paged(select(dirty.c.contract_key), dirty.c.contract_key, PASS_CHUNK)
+    def _changed_keys(self, now_us: int) -> tuple[Iterator[list[str]], ...]:
+        return self._paged(select(dirty.c.contract_key), dirty.c.contract_key, PASS_CHUNK), self._due(now_us)
+
+    def _due(self, now_us: int) -> Iterator[list[str]]:
         # All at once through the next_due index: paged in key order, the planner walks every contract's key
         # instead (SQLite does), and the pass would cost what the store's size costs.
         with self.read_engine.connect() as conn:
@@ -179,11 +183,11 @@ class Reconciler:
         for i in range(0, len(due), PASS_CHUNK):
             yield due[i:i + PASS_CHUNK]
 
-    def _all_keys(self) -> Iterator[list[str]]:
+    def _all_keys(self) -> tuple[Iterator[list[str]], ...]:
         # Every contract has a row once a pass has seen it, and a dirty mark until then: the rows first, then
         # the marks still left (those the rows did not clear), each paged along its primary key.
-        yield from self._paged(select(contracts.c.contract_key), contracts.c.contract_key, FULL_CHUNK)
-        yield from self._paged(select(dirty.c.contract_key), dirty.c.contract_key, FULL_CHUNK)
+        return (self._paged(select(contracts.c.contract_key), contracts.c.contract_key, FULL_CHUNK),
+                self._paged(select(dirty.c.contract_key), dirty.c.contract_key, FULL_CHUNK))
 
     def _paged(self, query: Any, key: Any, size: int) -> Iterator[list[str]]:
         last: str | None = None
