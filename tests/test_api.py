@@ -173,7 +173,7 @@ async def test_the_writer_refuses_past_its_bound_rather_than_queue_without_end()
 
     from collector.ingest import Stored
     from collector.model import parse_event
-    from collector.writer import BatchWriter, Overloaded
+    from collector.writer import INLINE_EVENTS, BatchWriter, Overloaded
 
     gate = ThreadEvent()
 
@@ -182,12 +182,14 @@ async def test_the_writer_refuses_past_its_bound_rather_than_queue_without_end()
             gate.wait(5)
             return Stored([True] * len(batch))
 
-    writer = BatchWriter(SlowStore(), ThreadPoolExecutor(1), max_pending=3)  # type: ignore[arg-type]
+    # More events than a round written on the loop itself, so that the slow store holds a thread, not the loop.
+    batch = [parse_event(e) for n in range(INLINE_EVENTS) for e in clean(f"C{n}")]
+    writer = BatchWriter(SlowStore(), ThreadPoolExecutor(1), max_pending=len(batch))  # type: ignore[arg-type]
     writer.start()
-    first = asyncio.create_task(writer.submit([parse_event(e) for e in clean()[:3]]))
+    first = asyncio.create_task(writer.submit(batch))
     await asyncio.sleep(0.05)
     with pytest.raises(Overloaded):
         await writer.submit([parse_event(order("B"))])
     gate.set()
-    assert await first == [True, True, True]
+    assert await first == [True] * len(batch)
     await writer.stop()
