@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from collector import conventions as c
+from collector.policy import Policy
 
 ORPHAN_FAULTS = (c.ORPHAN_PAYMENT, c.ORPHAN_POSTING)
 CONTRACT_FAULTS = tuple(k for k in c.MISMATCH_KINDS if k not in ORPHAN_FAULTS)
@@ -48,15 +49,18 @@ class Systems:
     payment: tuple[str, ...] = ("stripe", "adyen")
 
 
+_POLICY = Policy()
+
+
 @dataclass(frozen=True)
 class Windows:
-    """The reconciliation windows the ground truth assumes; they must match the collector's."""
+    """The reconciliation windows the ground truth assumes: the collector's defaults, taken from its Policy."""
 
-    invoice: timedelta = timedelta(hours=24)
-    posting: timedelta = timedelta(hours=1)
-    orphan_grace: timedelta = timedelta(hours=1)
-    overdue: timedelta = timedelta(days=1)
-    duplicate: timedelta = timedelta(hours=24)
+    invoice: timedelta = _POLICY.invoice_window
+    posting: timedelta = _POLICY.posting_window
+    orphan_grace: timedelta = _POLICY.orphan_grace
+    overdue: timedelta = _POLICY.overdue_after
+    duplicate: timedelta = _POLICY.duplicate_window
 
 
 @dataclass(frozen=True)
