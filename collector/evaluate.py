@@ -23,6 +23,7 @@ from collector import waiting
 from collector.db import make_engine
 from collector.documents import Documents, assemble
 from collector.ingest import record_claims, refs_of
+from collector.lag_counts import LagCounts
 from collector.model import CanonicalEvent, from_stored
 from collector.money import show, to_micros
 from collector.pass_lock import pass_lock
@@ -55,7 +56,7 @@ class PassResult:
     seconds: float = 0.0
     skipped: bool = False
     # Hop lags that became known in this pass, to be counted once each in the lag histogram.
-    lags: list[Lag] = field(default_factory=list, repr=False)
+    lags: LagCounts = field(default_factory=LagCounts, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lags"}
@@ -165,7 +166,8 @@ class Reconciler:
                 for examined in self._examined(pool, batches, now_us):
                     with self.engine.begin() as conn:
                         new_lags = self._write(conn, examined, now_us, res)
-                    res.lags.extend(new_lags)  # after the commit: a rolled-back chunk counts nothing
+                    for lag in new_lags:  # after the commit: a rolled-back chunk counts nothing
+                        res.lags.add(*lag)
         res.seconds = round(time.perf_counter() - started, 6)
         return res
 

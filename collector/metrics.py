@@ -2,20 +2,20 @@
 from the store at scrape time, so every replica reports the same truth."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine, func, select
 
 from collector import conventions as c
 from collector.assurance import open_totals
+from collector.lag_counts import LAG_BUCKETS, LagCounts
 from collector.money import SCALE
 from collector.schema import contract_totals
-
-LAG_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 604800,
-               1209600, 2592000, float("inf"))
 
 
 def _bare(name: str) -> str:
@@ -31,11 +31,33 @@ class CollectorMetrics:
                                 ["source", "reason"], registry=registry)
         self.duplicates = Counter(_bare(c.METRIC_EVENTS_DUPLICATE), "Replays of stored events, by source.",
                                   ["source"], registry=registry)
-        self.lag = Histogram(c.METRIC_STAGE_LAG, "Seconds from one stage to the next, each hop once per contract.",
-                             ["hop", "entity"], buckets=LAG_BUCKETS, registry=registry)
+        self.lag = LagHistogram()
+        registry.register(self.lag)
 
-    def observe_lag(self, hop: str, entity: str, seconds: float) -> None:
-        self.lag.labels(hop=hop, entity=entity).observe(max(seconds, 0.0))
+
+class LagHistogram(Collector):
+    """revtrace_stage_lag_seconds by hop and entity, from the counts the passes bring (see LagCounts)."""
+
+    def __init__(self) -> None:
+        self._counts = LagCounts()
+        self._lock = threading.Lock()
+
+    def add(self, counts: LagCounts) -> None:
+        with self._lock:
+            self._counts.merge(counts)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(c.METRIC_STAGE_LAG, "Seconds from one stage to the next, each hop once "
+                                       "per contract.", labels=["hop", "entity"])
+        with self._lock:
+            rows = [(key, list(counts), self._counts.sums[key]) for key, counts in self._counts.buckets.items()]
+        for (hop, entity), counts, total in sorted(rows):
+            cumulative, running = [], 0
+            for bound, n in zip(LAG_BUCKETS, counts, strict=True):
+                running += n
+                cumulative.append((floatToGoString(bound), running))
+            family.add_metric([hop, entity], cumulative, total)
+        yield family
 
 
 class StoreGauges(Collector):

@@ -43,6 +43,7 @@ class Server:
                                   else "full")
         self.read_engine = make_engine(settings.database_url, writer=False)
         self.executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="revtrace-db")
+        self.ingest_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="revtrace-ingest")
         self.metrics = CollectorMetrics(self.registry)
         self.registry.register(StoreGauges(self.read_engine))
         self.store = EventStore(self.engine, clock_us)
@@ -59,8 +60,7 @@ class Server:
         async with self._evaluating:
             result = await asyncio.get_running_loop().run_in_executor(
                 self.executor, run_in, self.passes, full, wait, self.clock_us())
-        for hop, entity, lag in result.lags:
-            self.metrics.observe_lag(hop, entity, lag)
+        self.metrics.lag.add(result.lags)
         self.last_pass = result.as_json()
         return self.last_pass
 
@@ -75,7 +75,7 @@ class Server:
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[auth.middleware(tokens)])
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
-        self.writer = BatchWriter(self.store, self.executor, self.settings.max_pending_events)
+        self.writer = BatchWriter(self.store, self.ingest_executor, self.settings.max_pending_events)
         api = CollectorApi(self.read_engine, self.writer, self.reads, self.assurance, self.metrics, self.registry,
                            self.executor, self.evaluate)
         app.add_routes(api.routes(metrics_public=self.settings.metrics_public))
@@ -101,5 +101,6 @@ class Server:
             pass
         await asyncio.get_running_loop().run_in_executor(self.executor, self.passes.shutdown)
         self.executor.shutdown(wait=True)
+        self.ingest_executor.shutdown(wait=True)
         self.engine.dispose()
         self.read_engine.dispose()
