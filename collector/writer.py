@@ -4,12 +4,14 @@ refused (429) rather than queued without bound."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from typing import Any, TypeVar
 
 from collector.ingest import EventStore
 from collector.model import CanonicalEvent
 
+T = TypeVar("T")
 ROUND_EVENTS = 20_000
 # A round this small is written on the event loop itself: handing it to a thread and back cost more CPU
 # than the write (about 230 us a request, with the interpreter lock passed back and forth), and it blocks
@@ -22,6 +24,11 @@ class Overloaded(Exception):
 
 
 class BatchWriter:
+    """`executor` should have one thread, kept for ingest: large requests parse their events on it too (see
+    `on_writer_thread`), so that a 10,000-event body never holds the event loop (and every read waiting on
+    it) for the 100 ms its parse takes, and parsing and writing take turns rather than contend for the
+    interpreter lock."""
+
     def __init__(self, store: EventStore, executor: Executor, max_pending: int = 200_000):
         self.store, self.executor, self.max_pending = store, executor, max_pending
         self._queue: list[tuple[Sequence[CanonicalEvent], asyncio.Future[list[bool]]]] = []
@@ -47,6 +54,9 @@ class BatchWriter:
         self._pending += len(batch)
         self._wake.set()
         return await asyncio.shield(fut)
+
+    async def on_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="revtrace-batch-writer")
