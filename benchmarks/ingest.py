@@ -84,6 +84,17 @@ async def single_events(client: Client, events: Sequence[bytes], seconds: float)
     return n / (time.perf_counter() - started)
 
 
+async def round_trips(client: Client, seconds: float) -> float:
+    """GET /healthz/s, one after another on one keep-alive connection: what HTTP alone allows one client
+    that waits for each answer, the limit of single events once the disk is out of it."""
+    started = time.perf_counter()
+    n = 0
+    while time.perf_counter() - started < seconds:
+        await client.get("/healthz")
+        n += 1
+    return n / (time.perf_counter() - started)
+
+
 def renamed(lines: Sequence[bytes], tag: str) -> list[bytes]:
     """The same events under new ids, so that a measure can send them again as new."""
     out = []
