@@ -26,8 +26,9 @@ class Profile:
         if exe is None:
             self.error = "py-spy not found"
             return self
+        # --subprocesses: a pass runs in the server's worker process and its examiners, not in the server.
         self.proc = subprocess.Popen([exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format",
-                                      "raw", "--output", str(self.path), "--nonblocking"],
+                                      "raw", "--output", str(self.path), "--nonblocking", "--subprocesses"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return self
 
