@@ -3,6 +3,7 @@ would share one interpreter lock with ingest and the API, so a large pass would 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -51,6 +52,9 @@ def _start_examiner(url: str, policy: Policy) -> None:
 
 
 def _follow_parent() -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the server shuts its workers down itself, and a
+    # worker interrupted on its own would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, name="revtrace-exit-with-parent", daemon=True).start()
 
 
