@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from collector import conventions as c
-from collector import waiting
+from collector import pg_upkeep, waiting
 from collector.db import make_engine
 from collector.documents import Documents, assemble
 from collector.ingest import record_claims, refs_of
@@ -30,7 +30,7 @@ from collector.pass_lock import pass_lock
 from collector.policy import Policy
 from collector.reconcile import Finding, reconcile
 from collector.schema import contract_totals, contracts, dirty, events, mismatches
-from collector.sqlutil import add_to, among, upsert
+from collector.sqlutil import add_to, among, driver, upsert
 from collector.timeutil import from_us, to_us, to_us_delta
 from collector.trace import Summary, summarize
 
@@ -158,6 +158,7 @@ class Reconciler:
     def _run(self, full: bool, now_us: int) -> PassResult:
         started = time.perf_counter()
         res = PassResult(full=full)
+        pg_upkeep.refresh_statistics(self.engine)
         self._join_waiting(now_us, res, full)
         written = 0
         with self.examiners() if full and self.examiners is not None else nullcontext(None) as pool:
@@ -168,23 +169,16 @@ class Reconciler:
                     with self.engine.begin() as conn:
                         new_lags = self._write(conn, examined, now_us, res)
                     written += 1
+                    # A first full pass fills contracts and mismatches from nothing: their statistics are
+                    # refreshed as they double (after chunks 1, 2, 4, 8, ...), not only at the end.
                     if full and written & (written - 1) == 0:
-                        self._analyze()
+                        pg_upkeep.refresh_statistics(self.engine)
                     for lag in new_lags:  # after the commit: a rolled-back chunk counts nothing
                         res.lags.add(*lag)
         if full:
-            self._analyze()
+            pg_upkeep.refresh_statistics(self.engine)
         res.seconds = round(time.perf_counter() - started, 6)
         return res
-
-    def _analyze(self) -> None:
-        """A full pass can fill the tables at once (1M contracts, 124k mismatches on a first one) long before
-        autovacuum looks again. Planning on the old statistics, PostgreSQL looked up a chunk's open
-        mismatches by scanning every open one (0.4 s a chunk at 100k), in the pass and in the passes after
-        it. So a full pass refreshes them as the tables double (after chunks 1, 2, 4, 8, ...) and at its end."""
-        if self.engine.dialect.name == "postgresql":
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql("ANALYZE contracts, mismatches")
 
     # -- which contracts
 
@@ -388,8 +382,14 @@ def _contract_row(key: str, docs: Documents, s: Summary, due: datetime | None, n
 
 
 def _forget_marks(conn: Connection, marks: dict[str, int]) -> None:
-    """Remove the dirty marks the pass saw; one whose token changed since (a new event) stays. Plain SQL
-    text through the driver: a statement per chunk, not one built per mark."""
-    if marks:
-        p = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        conn.exec_driver_sql(f"DELETE FROM dirty WHERE contract_key = {p} AND token = {p}", list(marks.items()))
+    """Remove the dirty marks the pass saw; one whose token changed since (a new event) stays. One statement
+    for the chunk on PostgreSQL (the marks as two arrays), the driver's executemany on SQLite: neither
+    builds a statement per mark."""
+    if not marks:
+        return
+    if conn.dialect.name == "postgresql":
+        with driver(conn).cursor() as cur:
+            cur.execute("DELETE FROM dirty d USING unnest(%s::text[], %s::bigint[]) AS m(key, token) "
+                        "WHERE d.contract_key = m.key AND d.token = m.token", (list(marks), list(marks.values())))
+        return
+    conn.exec_driver_sql("DELETE FROM dirty WHERE contract_key = ? AND token = ?", list(marks.items()))

@@ -13,7 +13,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry
 
-from collector import auth
+from collector import auth, pg_upkeep
 from collector.api import CollectorApi
 from collector.assurance import Assurance
 from collector.db import make_engine, normalize_url, upgrade
@@ -26,6 +26,8 @@ from dashboards.web import Pages
 from revtrace.config import Settings
 
 log = logging.getLogger("revtrace")
+# How often tables are vacuumed where autovacuum is off (collector/pg_upkeep.py): autovacuum's own naptime.
+UPKEEP_EVERY_S = 60
 
 
 def wall_clock_us() -> int:
@@ -51,6 +53,8 @@ class Server:
         self.reads = Reads(self.read_engine, settings.policy)
         self.assurance = Assurance(self.read_engine)
         self._evaluating = asyncio.Lock()
+        self.vacuum = pg_upkeep.Vacuum(self.engine)
+        self._stopping = False
         self._scheduler: AsyncIOScheduler | None = None
         self.writer: BatchWriter | None = None
         self.last_pass: dict[str, Any] | None = None
@@ -70,6 +74,16 @@ class Server:
         except Exception:  # the next pass retries; a failing store must not stop the scheduler
             log.exception("scheduled reconciliation pass failed")
 
+    async def _upkeep(self) -> None:
+        try:
+            done = await asyncio.get_running_loop().run_in_executor(self.executor, self.vacuum.run)
+        except Exception:  # the next round retries; upkeep must not stop the scheduler
+            if not self._stopping:
+                log.exception("vacuum of the store failed")
+            return
+        if done:
+            log.info("vacuumed %s (autovacuum is off for them)", ", ".join(done))
+
     def app(self) -> web.Application:
         tokens = auth.Tokens(self.settings.tokens)
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[auth.middleware(tokens)])
@@ -86,15 +100,22 @@ class Server:
         await asyncio.get_running_loop().run_in_executor(self.executor, upgrade, self.engine)
         assert self.writer is not None
         self.writer.start()
+        scheduler = AsyncIOScheduler()
         if self.settings.evaluate_every > 0:
-            self._scheduler = AsyncIOScheduler()
-            self._scheduler.add_job(self._scheduled_pass, "interval", seconds=self.settings.evaluate_every,
-                                    max_instances=1, coalesce=True, id="reconcile")
-            self._scheduler.start()
+            scheduler.add_job(self._scheduled_pass, "interval", seconds=self.settings.evaluate_every,
+                              max_instances=1, coalesce=True, id="reconcile")
+        if self.engine.dialect.name == "postgresql":
+            scheduler.add_job(self._upkeep, "interval", seconds=UPKEEP_EVERY_S, max_instances=1, coalesce=True,
+                              id="upkeep")
+        if scheduler.get_jobs():
+            scheduler.start()
+            self._scheduler = scheduler
 
     async def _stop(self, app: web.Application) -> None:
+        self._stopping = True
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.vacuum.cancel)
         if self.writer is not None:
             await self.writer.stop()
         async with self._evaluating:  # let a running pass finish its chunk
