@@ -7,7 +7,9 @@ import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context, parent_process
+from multiprocessing.util import Finalize
 from typing import Any
 
 from sqlalchemy import event
@@ -17,17 +19,47 @@ from collector.evaluate import PassResult, Reconciler, start_examiner
 from collector.policy import Policy
 
 _reconciler: Reconciler | None = None  # this worker process's, built once by _start
+_examiners: Examiners | None = None
+
+
+class Examiners:
+    """The pass worker's pool of examining processes, started on first use and kept from pass to pass:
+    starting one costs a second or more (a new interpreter and its imports), more than a whole incremental
+    pass. Shut down before the worker exits, which would otherwise wait on its idle children forever."""
+
+    def __init__(self, url: str, policy: Policy):
+        self.url, self.policy = url, policy
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __call__(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = examiner_pool(self.url, self.policy)
+            # At exit multiprocessing runs finalizers of priority >= 0, highest first, before it joins the
+            # process's children; the pool's queues close theirs at priority 10, so this one goes first.
+            Finalize(self, self.shutdown, exitpriority=100)
+        return self._pool
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def forget_broken(self) -> None:
+        """An examiner died (killed, out of memory): the next pass starts a new pool."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 def _start(url: str, policy: Policy) -> None:
-    global _reconciler
+    global _reconciler, _examiners
     _follow_parent()
     engine = make_engine(url, writer=True, sync="normal")
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _checkpoint_less_often)
+    _examiners = Examiners(url, policy)
     _reconciler = Reconciler(engine, policy, lambda: time.time_ns() // 1000,
-                             read_engine=make_engine(url, writer=False),
-                             examiners=lambda: examiner_pool(url, policy))
+                             read_engine=make_engine(url, writer=False), examiners=_examiners)
 
 
 def _checkpoint_less_often(dbapi_conn: Any, _record: Any) -> None:
@@ -39,9 +71,8 @@ def _checkpoint_less_often(dbapi_conn: Any, _record: Any) -> None:
 
 
 def examiner_pool(url: str, policy: Policy, processes: int | None = None) -> ProcessPoolExecutor:
-    """Processes that examine chunks of a full pass while the pass writes, one per core by default. A
-    pass opens them and shuts them down when it ends: a process that exits must first join its
-    children, and idle examiners would wait for work forever."""
+    """Processes that examine chunks of a pass while the pass writes, one per core by default; whoever
+    opens them shuts them down (see Examiners)."""
     return ProcessPoolExecutor(processes or os.cpu_count() or 1, mp_context=get_context("spawn"),
                                initializer=_start_examiner, initargs=(url, policy))
 
@@ -69,9 +100,13 @@ def _exit_with_parent() -> None:
 
 
 def _run(full: bool, wait: bool, now_us: int) -> PassResult:
-    if _reconciler is None:  # pragma: no cover - the pool's initializer always ran
+    if _reconciler is None or _examiners is None:  # pragma: no cover - the pool's initializer always ran
         raise RuntimeError("pass worker not started")
-    return _reconciler.run(full, wait, now_us)
+    try:
+        return _reconciler.run(full, wait, now_us)
+    except BrokenProcessPool:
+        _examiners.forget_broken()
+        raise
 
 
 class PassWorker:

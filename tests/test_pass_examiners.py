@@ -2,16 +2,19 @@
 writes: the same mismatches, contract rows and totals, on a store of every fault kind."""
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import psutil
 import pytest
 from sqlalchemy import Engine, select
 
 from collector.db import make_engine, upgrade
-from collector.evaluate import CONTRACT_COLUMNS, Reconciler
-from collector.pass_worker import examiner_pool
+from collector.evaluate import CONTRACT_COLUMNS, SPLIT, Reconciler
+from collector.pass_worker import PassWorker, examiner_pool, run_in
 from collector.schema import contract_totals, contracts, mismatches
 from probes.config import LandscapeConfig
 from probes.landscape import run_landscape
@@ -52,23 +55,64 @@ def stores(tmp_path: Any) -> Iterator[tuple[World, World, str]]:
 @pytest.mark.slow
 def test_examiners_in_other_processes_write_the_same(stores: tuple[World, World, str]) -> None:
     here, there, url = stores
-    parallel = Reconciler(there.engine, there.policy, there.clock_us,
-                          examiners=lambda: examiner_pool(url, there.policy, 2))
+    pool = examiner_pool(url, there.policy, 2)
+    parallel = Reconciler(there.engine, there.policy, there.clock_us, examiners=lambda: pool)
+    try:
+        _compare(here, parallel)
+    finally:
+        pool.shutdown()
+    assert _state(here.engine) == _state(there.engine)
+
+
+def _compare(here: World, parallel: Reconciler) -> None:
+    """Full, incremental and full passes (the incremental one in chunks of SPLIT) over both stores."""
+    there_engine = parallel.engine
     for step, full in enumerate((True, False, True)):
-        if step == 2:  # contracts with rows and dirty marks: each is examined once in a full pass
+        # Step 1 changes every contract (an incremental pass of more than one SPLIT); step 2 a few, whose
+        # rows and dirty marks a full pass must examine once each.
+        if step:
             with here.engine.connect() as conn:
                 keys = conn.execute(select(contracts.c.contract_key).order_by(contracts.c.contract_key)
-                                    .limit(5)).scalars().all()
-            for world in (here, there):
-                world.ingest(*(payment(k, n=99, type_="payment.failed", amount="1.00") for k in keys))
+                                    .limit(None if step == 1 else 5)).scalars().all()
+            assert step == 2 or len(keys) > SPLIT
+            for engine in (here.engine, there_engine):
+                World(engine, now=NOW).ingest(*(payment(k, n=97 + step, type_="payment.failed", amount="1.00")
+                                                for k in keys))
         a, b = here.evaluate(full), parallel.run(full)
         assert (a.evaluated, a.opened, a.closed, a.updated) == (b.evaluated, b.opened, b.closed, b.updated)
         assert a.lags.buckets == b.lags.buckets
         assert a.lags.sums == pytest.approx(b.lags.sums)
     with here.engine.connect() as conn:
         assert a.evaluated == len(conn.execute(select(contracts.c.contract_key)).all())
-    assert _state(here.engine) == _state(there.engine)
 
 
 def test_the_pass_writes_every_column_of_a_contract_row() -> None:
     assert set(CONTRACT_COLUMNS) == set(contracts.c.keys())
+
+
+@pytest.mark.slow
+def test_the_pass_worker_keeps_its_examiners_and_stops_with_them(stores: tuple[World, World, str]) -> None:
+    _, there, url = stores
+    me = psutil.Process()
+    worker = PassWorker(url, there.policy)
+    try:
+        first = run_in(worker, True, True, there.clock_us())
+        (pass_process,) = _spawned(me)
+        examiners = _spawned(pass_process)
+        assert 1 <= len(examiners) <= (os.cpu_count() or 1)  # started as the pass hands out chunks
+        there.ingest(payment("C-new", n=1, amount="5.00"))
+        again = run_in(worker, False, True, there.clock_us())
+        assert (first.evaluated, again.evaluated) == (600, 1)
+        assert set(examiners) <= set(_spawned(pass_process))  # the same processes, not a new pool per pass
+    finally:
+        done = threading.Thread(target=worker.shutdown)
+        done.start()
+        done.join(60)
+    assert not done.is_alive(), "the pass worker did not stop"
+    assert not _spawned(me)
+    assert not any(p.is_running() for p in examiners)
+
+
+def _spawned(proc: psutil.Process) -> list[psutil.Process]:
+    """Its children started by multiprocessing's spawn (not the resource tracker)."""
+    return [p for p in proc.children() if "--multiprocessing-fork" in p.cmdline()]

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from collector import pg_upkeep
 from tests.builders import World, clean, world_on
 
+
 def _waits_for(check: Callable[[], bool], seconds: float = 15.0) -> bool:
     """PostgreSQL's activity counters reach the shared statistics within about a second of a commit."""
     deadline = time.monotonic() + seconds
