@@ -47,7 +47,7 @@ def _by_pair(conn: Connection, table: Table, first: str, second: str, value: str
     if conn.dialect.name == "postgresql":
         with driver(conn).cursor() as cur:
             cur.execute(f"SELECT t.{first}, t.{second}, t.{value} FROM {table.name} t "
-                        f"JOIN unnest(%s::text[], %s::text[]) AS k({first}, {second}) USING ({first}, {second})",
+                        f"JOIN unnest(%b::text[], %b::text[]) AS k({first}, {second}) USING ({first}, {second})",
                         ([p[0] for p in pairs], [p[1] for p in pairs]))
             return {(a, b): v for a, b, v in cur.fetchall()}
     found: dict[tuple[str, str], Any] = {}
@@ -71,7 +71,7 @@ def add_claims(conn: Connection, rows: Sequence[tuple[str, str, str]]) -> None:
     if conn.dialect.name == "postgresql":
         with driver(conn).cursor() as cur:
             cur.execute("INSERT INTO ref_map (kind, ref, contract_key) "
-                        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+                        "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING",
                         ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
         return
     sqlite_many(conn, "INSERT INTO ref_map (kind, ref, contract_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)

@@ -397,7 +397,7 @@ def _forget_marks(conn: Connection, marks: dict[str, int]) -> None:
         return
     if conn.dialect.name == "postgresql":
         with driver(conn).cursor() as cur:
-            cur.execute("DELETE FROM dirty d USING unnest(%s::text[], %s::bigint[]) AS m(key, token) "
+            cur.execute("DELETE FROM dirty d USING unnest(%b::text[], %b::bigint[]) AS m(key, token) "
                         "WHERE d.contract_key = m.key AND d.token = m.token", (list(marks), list(marks.values())))
         return
     conn.exec_driver_sql("DELETE FROM dirty WHERE contract_key = ? AND token = ?", list(marks.items()))
