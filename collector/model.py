@@ -104,6 +104,9 @@ _Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID)]
 _Money = Annotated[str, Meta(pattern=r"^-?\d{1,15}(\.\d{1,6})?$")]
 
 
+_RefKey = Literal["order_id", "invoice_id", "posting_id", "payment_id", "account_id"]
+
+
 class _Refs(Struct, forbid_unknown_fields=True):
     order_id: _Id | None = None
     invoice_id: _Id | None = None
@@ -132,7 +135,10 @@ class _Wire(Struct):
 
 
 class _Plain(_Wire, forbid_unknown_fields=True):
-    """An event already in canonical form: nothing to move into attributes, so it is stored as received."""
+    """An event already in canonical form: nothing to move into attributes, so it is stored as received.
+    Its refs decode straight into the dict the event keeps (known keys, non-empty ids; any error sends the
+    event the long way, which says it precisely)."""
+    refs: dict[_RefKey, _Id] | None = None  # type: ignore[assignment]
 
 
 _WIRE = msgspec.json.Decoder(_Wire)
@@ -213,12 +219,19 @@ def parse_event(obj: Any) -> CanonicalEvent:
 
 def _canonical(w: _Wire, obj: dict[str, Any] | None, raw: bytes) -> CanonicalEvent:
     """`obj` is the decoded object when the event may not be canonical, None when _Plain accepted it."""
-    for name in ("event_id", "contract_id"):  # the ids that name things must name something
-        value = getattr(w, name)
-        if value is not None and not value.strip():
-            raise EventError(name, f"must be a non-empty string of at most {MAX_ID} characters")
-    refs = {k: v for k in c.REF_KEYS if (v := getattr(w.refs, k)) is not None} if w.refs is not None else {}
-    if w.contract_id is None and not any(k in refs for k in c.JOIN_REFS):
+    # The ids that name things must name something.
+    if not w.event_id.strip():
+        raise EventError("event_id", f"must be a non-empty string of at most {MAX_ID} characters")
+    if w.contract_id is not None and not w.contract_id.strip():
+        raise EventError("contract_id", f"must be a non-empty string of at most {MAX_ID} characters")
+    wire_refs = w.refs
+    if wire_refs is None:
+        refs: dict[str, str] = {}
+    elif isinstance(wire_refs, dict):  # _Plain's
+        refs = wire_refs
+    else:
+        refs = {k: v for k in c.REF_KEYS if (v := getattr(wire_refs, k)) is not None}
+    if w.contract_id is None and refs.keys().isdisjoint(c.JOIN_REFS):
         raise EventError("contract_id", "required when refs name no order, invoice, posting or payment")
     if w.currency is None and (w.amount is not None or w.tax_amount is not None):
         raise EventError("currency", "required with an amount")
