@@ -29,15 +29,22 @@ class Examiners:
 
     def __init__(self, url: str, policy: Policy):
         self.url, self.policy = url, policy
+        self.processes = os.cpu_count() or 1
         self._pool: ProcessPoolExecutor | None = None
 
     def __call__(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = examiner_pool(self.url, self.policy)
+            self._pool = examiner_pool(self.url, self.policy, self.processes)
             # At exit multiprocessing runs finalizers of priority >= 0, highest first, before it joins the
             # process's children; the pool's queues close theirs at priority 10, so this one goes first.
             Finalize(self, self.shutdown, exitpriority=100)
         return self._pool
+
+    def start(self) -> None:
+        """Start every examiner now: a pool starts its processes one by one as work comes, and the first
+        pass with work would wait seconds for them."""
+        # Handed out together, before any process is idle: each one starts a process of its own.
+        list(self().map(_examiner_pid, range(self.processes)))
 
     def shutdown(self) -> None:
         if self._pool is not None:
@@ -58,6 +65,7 @@ def _start(url: str, policy: Policy) -> None:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _checkpoint_less_often)
     _examiners = Examiners(url, policy)
+    _examiners.start()
     _reconciler = Reconciler(engine, policy, lambda: time.time_ns() // 1000,
                              read_engine=make_engine(url, writer=False), examiners=_examiners)
 
@@ -75,6 +83,10 @@ def examiner_pool(url: str, policy: Policy, processes: int | None = None) -> Pro
     opens them shuts them down (see Examiners)."""
     return ProcessPoolExecutor(processes or os.cpu_count() or 1, mp_context=get_context("spawn"),
                                initializer=_start_examiner, initargs=(url, policy))
+
+
+def _examiner_pid(_: int) -> int:
+    return os.getpid()
 
 
 def _start_examiner(url: str, policy: Policy) -> None:
@@ -122,6 +134,10 @@ class PassWorker:
             self._pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_start,
                                              initargs=(self.url, self.policy))
         return self._pool
+
+    def start(self) -> None:
+        """Start the worker and its examiners now, in the background, rather than at the first pass."""
+        self.pool().submit(os.getpid)
 
     def shutdown(self) -> None:
         if self._pool is not None:

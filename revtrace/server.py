@@ -102,6 +102,7 @@ class Server:
         self.writer.start()
         scheduler = AsyncIOScheduler()
         if self.settings.evaluate_every > 0:
+            self.passes.start()  # the first scheduled pass should not wait for its processes to start
             scheduler.add_job(self._scheduled_pass, "interval", seconds=self.settings.evaluate_every,
                               max_instances=1, coalesce=True, id="reconcile")
         if self.engine.dialect.name == "postgresql":
