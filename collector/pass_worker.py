@@ -23,9 +23,10 @@ _examiners: Examiners | None = None
 
 
 class Examiners:
-    """The pass worker's pool of examining processes, started on first use and kept from pass to pass:
-    starting one costs a second or more (a new interpreter and its imports), more than a whole incremental
-    pass. Shut down before the worker exits, which would otherwise wait on its idle children forever."""
+    """The pass worker's pool of examining processes, started with the worker (`start`) and kept from pass
+    to pass: starting one costs a second or more (a new interpreter and its imports), more than a whole
+    incremental pass. A pool found broken is started again at the next pass. Shut down before the worker
+    exits, which would otherwise wait on its idle children forever."""
 
     def __init__(self, url: str, policy: Policy):
         self.url, self.policy = url, policy

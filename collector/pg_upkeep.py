@@ -10,7 +10,7 @@ autoanalyze would (`refresh_statistics`).
 A table never vacuumed has no visibility map, so the percentile walks of the assurance summary over the
 lag indexes cannot be index-only: each entry costs a visit to the table (80 ms a summary at 100k contracts,
 20 ms after a VACUUM). Where autovacuum is off for a table, `vacuum_due` tables are vacuumed on a schedule
-of their own (`vacuum`), throttled as autovacuum throttles itself, never inside a pass. Where it is on,
+of their own (`Vacuum`), throttled as autovacuum throttles itself, never inside a pass. Where it is on,
 it is left to do its job."""
 from __future__ import annotations
 

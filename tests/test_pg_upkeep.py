@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from collector import pg_upkeep
 from tests.builders import World, clean, world_on
@@ -22,10 +22,11 @@ def _waits_for(check: Callable[[], bool], seconds: float = 15.0) -> bool:
     return False
 
 
-def _analyze_due(engine: Engine) -> list[str]:
+def _due(engine: Engine, which: Callable[[Connection], list[str]]) -> list[str]:
+    """pg_upkeep's `analyze_due` or `vacuum_due` on the counters as they are now, not a cached snapshot."""
     with engine.connect() as conn:
         conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
-        return pg_upkeep.analyze_due(conn)
+        return which(conn)
 
 
 def _relation(engine: Engine, column: str, table: str) -> float:
@@ -42,11 +43,11 @@ def test_a_pass_analyzes_the_tables_that_changed_and_only_those(pg_url: str) -> 
     with world_on(pg_url) as w:
         assert _relation(w.engine, "reltuples", "events") < 0  # never analyzed
         _ingest_contracts(w, 100)
-        assert _waits_for(lambda: "events" in _analyze_due(w.engine))
+        assert _waits_for(lambda: "events" in _due(w.engine, pg_upkeep.analyze_due))
         w.evaluate()
         assert _relation(w.engine, "reltuples", "events") == 400
         assert _relation(w.engine, "reltuples", "ref_map") == 400
-        assert _waits_for(lambda: not {"events", "ref_map"} & set(_analyze_due(w.engine)))
+        assert _waits_for(lambda: not {"events", "ref_map"} & set(_due(w.engine, pg_upkeep.analyze_due)))
 
 
 @pytest.mark.postgres
@@ -56,18 +57,10 @@ def test_tables_without_autovacuum_are_vacuumed(pg_url: str) -> None:
             conn.exec_driver_sql("ALTER TABLE events SET (autovacuum_enabled = false)")
         _ingest_contracts(w, 400)  # 1,600 events: past autovacuum's insert threshold of 1,000
         assert _relation(w.engine, "relallvisible", "events") == 0
-
-        def due() -> bool:
-            with w.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
-                return "events" in pg_upkeep.vacuum_due(conn)
-
-        assert _waits_for(due)
+        assert _waits_for(lambda: "events" in _due(w.engine, pg_upkeep.vacuum_due))
         assert "events" in pg_upkeep.Vacuum(w.engine).run()
         assert _relation(w.engine, "relallvisible", "events") > 0
-        with w.engine.connect() as conn:
-            conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
-            assert "events" not in pg_upkeep.vacuum_due(conn)
+        assert "events" not in _due(w.engine, pg_upkeep.vacuum_due)
 
 
 def test_upkeep_does_nothing_on_sqlite(sqlite_url: str) -> None:
