@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
-from collector import bulk
+from collector import bulk, pg_ingest
 from collector import conventions as c
 from collector.model import CanonicalEvent
 from collector.schema import dirty
-from collector.sqlutil import upsert
+from collector.sqlutil import driver, upsert
 from collector.timeutil import to_us
 from collector.waiting import register
 
@@ -44,33 +44,46 @@ class EventStore:
 
     def store(self, batch: Sequence[CanonicalEvent]) -> Stored:
         keys = [ev.key for ev in batch]
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}  # an event sent twice in one batch is new once
-        with self.engine.begin() as conn:
-            # Replays are found first, so that a batch of replays writes nothing and costs no more than a
-            # new one.
-            stored_before = bulk.stored_keys(conn, list(first))
-            unique = [batch[i] for k, i in first.items() if k not in stored_before]
-            contracts = self._contract_keys(conn, unique)
-            inserted = self._insert(conn, unique, contracts)
-            claims: list[tuple[str, str, str]] = []
-            marks: set[str] = set()
-            unjoined: list[CanonicalEvent] = []
-            for ev, key in zip(unique, contracts, strict=True):
-                if ev.key not in inserted:
-                    continue
-                if key is None:
-                    unjoined.append(ev)
-                    continue
-                marks.add(key)
-                kind = OWNED_REF.get(ev.type)
-                if kind is not None and kind in ev.refs:
-                    claims.append((kind, ev.refs[kind], key))
-            register(conn, self._pks(conn, unjoined))
-            keep_claims(conn, claims)
-            # Sorted, so that concurrent batches take row locks in one order and never deadlock.
-            token = random.getrandbits(62)
-            upsert(conn, dirty, [{"contract_key": k, "token": token} for k in sorted(marks)], ["contract_key"])
+        first: dict[tuple[str, str], int] = {}
+        for i, k in enumerate(keys):  # an event sent twice in one batch is new once
+            first.setdefault(k, i)
+        unique = [batch[i] for i in first.values()]
+        token = random.getrandbits(62)
+        if self.engine.dialect.name == "postgresql" and len(unique) <= pg_ingest.UP_TO:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                inserted = pg_ingest.store(driver(conn), unique, OWNED_REF, self.clock_us(), token)
+        else:
+            with self.engine.begin() as conn:
+                inserted = self._store(conn, unique, token)
         return Stored([first[k] == i and k in inserted for i, k in enumerate(keys)])
+
+    def _store(self, conn: Connection, batch: list[CanonicalEvent], token: int) -> set[tuple[str, str]]:
+        """Store these distinct events in the connection's transaction, a statement per step (pg_ingest does
+        the same steps in one statement)."""
+        # Replays are found first, so that a batch of replays writes nothing and costs no more than a new one.
+        stored_before = bulk.stored_keys(conn, [ev.key for ev in batch])
+        unique = [ev for ev in batch if ev.key not in stored_before]
+        contracts = self._contract_keys(conn, unique)
+        inserted = self._insert(conn, unique, contracts)
+        claims: list[tuple[str, str, str]] = []
+        marks: set[str] = set()
+        unjoined: list[CanonicalEvent] = []
+        for ev, key in zip(unique, contracts, strict=True):
+            if ev.key not in inserted:
+                continue
+            if key is None:
+                unjoined.append(ev)
+                continue
+            marks.add(key)
+            kind = OWNED_REF.get(ev.type)
+            if kind is not None and kind in ev.refs:
+                claims.append((kind, ev.refs[kind], key))
+        register(conn, self._pks(conn, unjoined))
+        keep_claims(conn, claims)
+        # Sorted, so that concurrent batches take row locks in one order and never deadlock.
+        upsert(conn, dirty, [{"contract_key": k, "token": token} for k in sorted(marks)], ["contract_key"])
+        return inserted
 
     @staticmethod
     def _pks(conn: Connection, evs: list[CanonicalEvent]) -> list[tuple[int, CanonicalEvent]]:

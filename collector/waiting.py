@@ -16,12 +16,16 @@ from collector.timeutil import to_us
 ORPHANABLE = frozenset({c.POSTING_CREATED, c.PAYMENT_SUCCEEDED})
 
 
+def orphan_at_us(ev: CanonicalEvent) -> int | None:
+    """When a waiting event may become an orphan: postings and payments of an invoice; others never do."""
+    return to_us(ev.occurred_at) if ev.type in ORPHANABLE and "invoice_id" in ev.refs else None
+
+
 def register(conn: Connection, evs: Sequence[tuple[int, CanonicalEvent]]) -> None:
     if not evs:
         return
-    insert_ignore(conn, waiting, [
-        {"event_pk": pk, "orphan_at_us": to_us(ev.occurred_at) if ev.type in ORPHANABLE and "invoice_id" in ev.refs
-         else None, "reported": 0} for pk, ev in evs], ["event_pk"])
+    insert_ignore(conn, waiting, [{"event_pk": pk, "orphan_at_us": orphan_at_us(ev), "reported": 0} for pk, ev in evs],
+                  ["event_pk"])
     insert_ignore(conn, waiting_refs, [{"kind": k, "ref": ev.refs[k], "event_pk": pk}
                                        for pk, ev in evs for k in c.JOIN_REFS if k in ev.refs],
                   ["kind", "ref", "event_pk"])

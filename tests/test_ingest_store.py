@@ -1,33 +1,115 @@
-"""The store's ingest transaction where replicas race: an event another writer committed between the check
-for stored events and the insert is answered as a duplicate, and stored once."""
+"""The store's ingest transaction: on PostgreSQL a small batch goes in as one statement (pg_ingest), a
+large one as a statement per step; both must leave the store as SQLite's steps do, and both must answer an
+event another replica committed meanwhile as a duplicate, stored once."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
-from collector import bulk
+from collector import bulk, pg_ingest
 from collector.db import make_engine, upgrade
 from collector.ingest import EventStore
 from collector.model import parse_event
-from collector.schema import events, ref_map
-from tests.builders import invoice, order
+from collector.schema import dirty, events, ref_map, waiting, waiting_refs
+from tests.builders import T0, H, invoice, order, payment, posting
+
+# Batches that take every branch of the ingest: claims made and resolved within a batch and across
+# batches, an event sent twice in one batch, replays, a ref claimed twice (the first claim wins), and
+# events that join nothing yet and wait (one of them may become an orphan).
+BATCHES: list[list[dict[str, Any]]] = [
+    [order("C1"), invoice("C1")],
+    [payment(None, owner="C1"), payment(None, owner="C1"),
+     posting("C9", refs={"invoice_id": "C9-I1"}, contract_id=None)],
+    [invoice("C2"), payment(None, owner="C2")],
+    [order("C1"), invoice("C1"), invoice("C3", refs={"invoice_id": "C1-I1"}), posting("C1")],
+    [invoice("C4", refs={"invoice_id": "X-1"}), invoice("C5", refs={"invoice_id": "X-1"}),
+     payment(None, owner="X", refs={"invoice_id": "X-1"}, at=T0 + H)],
+    [payment(None, owner="C7", refs={"order_id": "C2-O", "payment_id": "C7-Y1"})],
+]
 
 
-def test_an_event_committed_meanwhile_by_another_replica_is_a_duplicate(pg_url: str,
+def _state(engine: Engine) -> dict[str, Any]:
+    """The store's rows, without what differs by nature between two stores (row ids, arrival times, tokens)."""
+    with engine.connect() as conn:
+        keys = dict(conn.execute(select(events.c.id, events.c.source + "/" + events.c.event_id)).all())
+        return {
+            "events": sorted(conn.execute(select(events.c.source, events.c.event_id, events.c.type, events.c.at_us,
+                                                 events.c.contract_key, events.c.body)).all()),
+            "claims": sorted(conn.execute(select(ref_map.c.kind, ref_map.c.ref, ref_map.c.contract_key)).all()),
+            "dirty": sorted(conn.execute(select(dirty.c.contract_key)).scalars()),
+            "waiting": sorted((keys[pk], at, rep) for pk, at, rep in conn.execute(
+                select(waiting.c.event_pk, waiting.c.orphan_at_us, waiting.c.reported))),
+            "waiting_refs": sorted((k, r, keys[pk]) for k, r, pk in conn.execute(
+                select(waiting_refs.c.kind, waiting_refs.c.ref, waiting_refs.c.event_pk))),
+        }
+
+
+def _ingest_all(url: str) -> tuple[list[list[bool]], dict[str, Any]]:
+    engine = make_engine(url)
+    upgrade(engine)
+    store = EventStore(engine, lambda: 1_700_000_000_000_000)
+    answers = [store.store([parse_event(e) for e in batch]).new for batch in BATCHES]
+    state = _state(engine)
+    engine.dispose()
+    return answers, state
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["one-statement", "statement-per-step"])
+def test_postgresql_stores_as_sqlite_does(sqlite_url: str, pg_url: str, one_statement: bool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    if not one_statement:
+        monkeypatch.setattr(pg_ingest, "UP_TO", 0)
+    used: list[int] = []
+    real = pg_ingest.store
+    monkeypatch.setattr(pg_ingest, "store", lambda *a: used.append(len(a[1])) or real(*a))
+    expected = _ingest_all(sqlite_url)
+    assert not used
+    got = _ingest_all(pg_url)
+    assert bool(used) == one_statement
+    assert got == expected
+    answers, state = expected
+    assert answers[1] == [True, False, True] and answers[3] == [False, False, True, True]
+    assert ("invoice_id", "C1-I1", "C1") in state["claims"] and ("invoice_id", "X-1", "C4") in state["claims"]
+    assert [w[0] for w in state["waiting"]] == ["erp/C9-p1", "payment/C7-y1-succeeded"]
+
+
+def _commit_meanwhile(engine: Engine, first: Any, store: EventStore, batch: list[Any]) -> list[bool]:
+    """Store `batch` while another transaction holds `first` inserted, then commits it: as another replica
+    that stored the same event a moment earlier."""
+    other = EventStore(engine, lambda: 1)
+    answer: list[list[bool]] = []
+    with engine.begin() as conn:
+        other._store(conn, [first], 1)
+        worker = threading.Thread(target=lambda: answer.append(store.store(batch).new))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive(), "the second writer should wait for the first one's commit"
+    worker.join(30)
+    return answer[0]
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["one-statement", "statement-per-step"])
+def test_an_event_committed_meanwhile_by_another_replica_is_a_duplicate(pg_url: str, one_statement: bool,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    if not one_statement:
+        monkeypatch.setattr(pg_ingest, "UP_TO", 0)
     engine = make_engine(pg_url)
     upgrade(engine)
     store = EventStore(engine, lambda: 1_700_000_000_000_000)
     first, second = parse_event(order("C1")), parse_event(invoice("C1"))
-    assert store.store([first]).new == [True]
+    if one_statement:
+        assert _commit_meanwhile(engine, first, store, [first, second]) == [False, True]
+    else:
+        # As if the other replica committed `first` just after this one looked for stored events.
+        assert store.store([first]).new == [True]
 
-    # As if the other replica committed `first` just after this one looked for stored events.
-    def nothing_stored(conn: Any, keys: Any) -> set[tuple[str, str]]:
-        return set()
-    monkeypatch.setattr(bulk, "stored_keys", nothing_stored)
-    assert store.store([first, second]).new == [False, True]
+        def nothing_stored(conn: Any, keys: Any) -> set[tuple[str, str]]:
+            return set()
+        monkeypatch.setattr(bulk, "stored_keys", nothing_stored)
+        assert store.store([first, second]).new == [False, True]
 
     with engine.connect() as conn:
         rows = dict(conn.execute(select(events.c.event_id, func.count()).group_by(events.c.event_id)).all())
