@@ -29,7 +29,7 @@ from collector.pass_lock import pass_lock
 from collector.policy import Policy
 from collector.reconcile import Finding, reconcile
 from collector.schema import contract_totals, contracts, dirty, events, mismatches
-from collector.sqlutil import add_to, among, driver, upsert
+from collector.sqlutil import add_to, among, driver, driver_rows_among, upsert
 from collector.timeutil import from_us, to_us, to_us_delta
 from collector.trace import Summary, summarize
 
@@ -104,8 +104,9 @@ class Examiner:
         ex = _Examined(dict(conn.execute(select(dirty.c.contract_key, dirty.c.token)
                                          .where(among(conn, dirty.c.contract_key, keys))).all()))
         by_key: dict[str, list[CanonicalEvent]] = defaultdict(list)
-        for key, body in conn.execute(select(events.c.contract_key, events.c.body)
-                                      .where(among(conn, events.c.contract_key, keys))):
+        # Through the driver, all at once: row by row through SQLAlchemy, the per-row calls cost a tenth of
+        # the pass.
+        for key, body in driver_rows_among(conn, "SELECT contract_key, body FROM events WHERE contract_key", keys):
             by_key[key].append(load_event(body))
         now = from_us(now_us)
         for key in keys:
