@@ -22,13 +22,14 @@ from collector import pg_upkeep, waiting
 from collector.db import make_engine
 from collector.documents import Documents, assemble
 from collector.ingest import record_claims, refs_of
+from collector.lag_buckets import deltas as lag_bucket_deltas
 from collector.lag_counts import LagCounts
 from collector.model import CanonicalEvent, from_stored
 from collector.money import show, to_micros
 from collector.pass_lock import pass_lock
 from collector.policy import Policy
 from collector.reconcile import Finding, reconcile
-from collector.schema import contract_totals, contracts, dirty, events, mismatches
+from collector.schema import contract_totals, contracts, dirty, events, lag_buckets, mismatches
 from collector.sqlutil import add_to, among, driver, driver_rows_among, upsert
 from collector.timeutil import from_us, to_us, to_us_delta
 from collector.trace import Summary, summarize
@@ -292,8 +293,7 @@ class Reconciler:
                     new_lags.append((hop, ex.entities[key], lag))
         res.evaluated += len(ex.rows)
         self._write_findings(conn, ex.scopes, now_us, res)
-        upsert(conn, contracts, [dict(zip(CONTRACT_COLUMNS, row, strict=True)) for row in changed], ["contract_key"])
-        add_to(conn, contract_totals, _total_deltas(changed, prev), ["currency", "stage"])
+        write_contracts(conn, changed, prev)
         _forget_marks(conn, ex.marks)
         return new_lags
 
@@ -348,6 +348,14 @@ _LAG_AT = tuple((CONTRACT_COLUMNS.index(col), hop) for hop, col in LAG_COLUMNS.i
 _compared = itemgetter(*(i for i, name in enumerate(CONTRACT_COLUMNS) if name != "updated_us"))
 
 
+def write_contracts(conn: Connection, rows: list[tuple[Any, ...]], prev: dict[str, Sequence[Any]]) -> None:
+    """Write these contracts' rows (in CONTRACT_COLUMNS order) over their stored ones `prev`, and what they
+    change of the totals read beside them: money by currency and stage, lags by bucket."""
+    upsert(conn, contracts, [dict(zip(CONTRACT_COLUMNS, row, strict=True)) for row in rows], ["contract_key"])
+    add_to(conn, contract_totals, _total_deltas(rows, prev), ["currency", "stage"])
+    add_to(conn, lag_buckets, lag_bucket_deltas(_lag_changes(rows, prev)), ["hop", "bucket"])
+
+
 def _split(batches: Iterator[list[str]]) -> Iterator[list[str]]:
     for keys in batches:
         for i in range(0, len(keys), SPLIT):
@@ -371,6 +379,13 @@ def _total_deltas(rows: list[tuple[Any, ...]], prev: dict[str, Sequence[Any]]) -
         add(row, 1)
     return [{"currency": cur, "stage": stage, **d} for (cur, stage), d in sorted(deltas.items())
             if any(d.values())]
+
+
+def _lag_changes(rows: list[tuple[Any, ...]], prev: dict[str, Sequence[Any]]) -> Iterator[tuple[str, Any, Any]]:
+    for row in rows:
+        old = prev.get(row[0])
+        for at, hop in _LAG_AT:
+            yield hop, None if old is None else old[at], row[at]
 
 
 def _mismatch_row(f: Finding, scope: str, contract_id: str | None, now_us: int) -> dict[str, Any]:

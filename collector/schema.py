@@ -102,9 +102,10 @@ mismatches = Table(
           sqlite_where=text("state = 'open'"), postgresql_where=text("state = 'open'")),
 )
 
-# Open mismatches summed by kind and currency, and each hop's lags counted by bucket (see migration 0006 for
-# the buckets): kept by triggers on mismatches and contracts (migration 0006) in the same transaction as the
-# rows they sum, so that the summary, the overview and /metrics never scan every open mismatch or lag.
+# Open mismatches summed by kind and currency, and each hop's lags counted by bucket (collector/lag_buckets.py):
+# kept in the same transaction as the rows they sum, by triggers on mismatches (migration 0006) and by the
+# pass beside the contract rows it writes (0007), so that the summary, the overview and /metrics never scan
+# every open mismatch or lag.
 open_mismatch_totals = Table(
     "open_mismatch_totals", metadata,
     Column("kind", String(32), primary_key=True),

@@ -1,19 +1,24 @@
-"""The running totals the reads use (migration 0006) equal what they sum, however the rows change: open
-mismatches by kind and currency, and each hop's lags by bucket, whose percentiles equal the nearest-rank
-percentiles of every lag."""
+"""The running totals the reads use equal what they sum, however the rows change: open mismatches by kind
+and currency (triggers, migration 0006), and each hop's lags by bucket (the pass, collector/lag_buckets.py),
+whose percentiles equal the nearest-rank percentiles of every lag."""
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import math
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, func, select, text, update
 
+import collector
 from collector.assurance import Assurance, lag_buckets_of, open_totals, percentile
 from collector.db import make_engine, upgrade
-from collector.evaluate import LAG_COLUMNS
-from collector.schema import contracts, lag_buckets, mismatches
+from collector.evaluate import CONTRACT_COLUMNS, LAG_COLUMNS, write_contracts
+from collector.lag_buckets import bucket_of
+from collector.schema import contracts, mismatches
 from tests.builders import T0, D, H, World, clean, invoice, order, payment, posting, world_on
 
 
@@ -50,6 +55,12 @@ def _contract(key: str, **lags: float | None) -> dict[str, Any]:
             "updated_us": 0, **{col: lags.get(col) for col in LAG_COLUMNS.values()}}
 
 
+def _row(key: str, **lags: float | None) -> tuple[Any, ...]:
+    """A contract's row as the pass writes it (CONTRACT_COLUMNS order)."""
+    c = _contract(key, **lags)
+    return tuple(c[name] for name in CONTRACT_COLUMNS)
+
+
 def _lag(rng: random.Random) -> float:
     """Lags as a pass writes them (whole microseconds, in seconds), with the awkward ones often: zero, ties,
     negatives, exact powers of two and their neighbours, sub-second and years."""
@@ -64,28 +75,57 @@ def _lag(rng: random.Random) -> float:
     return us / 1e6
 
 
-def test_lag_percentiles_from_buckets_equal_nearest_rank_through_inserts_updates_and_deletes(engine: Engine) -> None:
+def _migration_0006() -> Any:
+    path = Path(collector.__file__).parent / "migrations" / "versions" / "0006_read_totals.py"
+    spec = importlib.util.spec_from_file_location("migration_0006", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_pass_buckets_each_lag_as_migration_0006_did_in_sql(engine: Engine) -> None:
+    """The bounds the store already holds (0006 computed them in SQL) and those the pass adds must be equal
+    floats, or one bucket would be counted under two names."""
+    rng = random.Random(11)
+    lags = [_lag(rng) for _ in range(1500)] + [2.0 ** e * s for e in range(-24, 46) for s in (1, -1)] + [
+        math.nextafter(2.0 ** e, d) for e in (-20, -19, 0, 1, 12, 39, 40) for d in (0, math.inf)] + [0.0, -0.0]
+    sqlite = engine.dialect.name == "sqlite"
+    real = "REAL" if sqlite else "double precision"
+    sql = _migration_0006().bucket_of(sqlite, "t.v")
+    with engine.connect() as conn:
+        for lag in lags:
+            got = conn.execute(text(f"SELECT {sql} FROM (SELECT CAST(:v AS {real}) AS v) AS t"), {"v": lag}).scalar()
+            assert bucket_of(lag) == got, lag
+    assert all(bucket_of(v) <= v for v in lags)
+
+
+def test_lag_percentiles_from_buckets_equal_nearest_rank_as_the_pass_writes_and_rewrites(engine: Engine) -> None:
     rng = random.Random(5)
     cols = list(LAG_COLUMNS.values())
-    rows = [_contract(f"K{i}", **{c: (_lag(rng) if rng.random() < 0.8 else None) for c in cols}) for i in range(600)]
+    rows = [_row(f"K{i}", **{c: (_lag(rng) if rng.random() < 0.8 else None) for c in cols}) for i in range(600)]
     with engine.begin() as conn:
-        conn.execute(contracts.insert(), rows)
+        write_contracts(conn, rows, {})
     _check(engine)
-    with engine.begin() as conn:
+    for _ in range(2):
+        stored = _stored(engine)
+        changed = []
         for i in rng.sample(range(600), 200):
-            col = rng.choice(cols)
-            conn.execute(update(contracts).where(contracts.c.contract_key == f"K{i}")
-                         .values({col: None if rng.random() < 0.2 else _lag(rng)}))
-        conn.execute(update(contracts).where(contracts.c.contract_key.in_([f"K{i}" for i in range(50)]))
-                     .values(stage="posted"))  # nothing summed changes
-        conn.execute(delete(contracts).where(contracts.c.contract_key.in_([f"K{i}" for i in range(50, 120)])))
-    _check(engine)
-    with engine.begin() as conn:
-        conn.execute(delete(contracts))
-    _check(engine)
+            row = list(stored[f"K{i}"])
+            at = CONTRACT_COLUMNS.index(rng.choice(cols))
+            row[at] = None if rng.random() < 0.2 else rng.choice([_lag(rng), row[at]])
+            changed.append(tuple(row))
+        # A row whose lags did not move (a new stage) changes no bucket.
+        changed += [(*stored[f"K{i}"][:1], "posted", *stored[f"K{i}"][2:]) for i in range(50) if f"K{i}" not in
+                    {r[0] for r in changed}]
+        with engine.begin() as conn:
+            write_contracts(conn, changed, {r[0]: stored[r[0]] for r in changed})
+        _check(engine)
+
+
+def _stored(engine: Engine) -> dict[str, tuple[Any, ...]]:
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(lag_buckets).where(lag_buckets.c.contracts != 0)) \
-            .scalar() == 0
+        return {r[0]: tuple(r) for r in conn.execute(select(*(contracts.c[n] for n in CONTRACT_COLUMNS)))}
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ Revises: 0004
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -116,8 +118,10 @@ def _row_change(table: str, op_: str) -> list[str]:
     return out
 
 
-def _create_triggers(sqlite: bool) -> None:
-    for table, summed in SUMMED.items():
+def create_triggers(sqlite: bool, tables: Sequence[str] = tuple(SUMMED)) -> None:
+    """The triggers on these tables (0007 drops those on contracts, and makes them again on downgrade)."""
+    for table in tables:
+        summed = SUMMED[table]
         for op_ in TRIGGER_OPS:
             name = f"{table}_read_totals_{op_}"
             if sqlite:
@@ -157,7 +161,7 @@ def upgrade() -> None:
     # The store may already hold rows: the totals start from them.
     op.execute(ADD_OPEN.format(rows=_open_rows("mismatches", "mismatches", 1)))
     op.execute(ADD_LAGS.format(rows=_lag_rows(sqlite, "contracts", "contracts", 1)))
-    _create_triggers(sqlite)
+    create_triggers(sqlite)
 
 
 def downgrade() -> None:

@@ -1,0 +1,47 @@
+"""the pass keeps lag_buckets beside the contract rows it writes: drop the triggers on contracts
+
+SQLite ran migration 0006's per-row trigger for each contract a pass wrote, ~45 us a row, most of what a
+first full pass spent writing. The pass is the only writer of contracts; it now adds the same bucket counts
+(collector/lag_buckets.py) in the same transaction. The triggers on mismatches stay.
+
+Revision ID: 0007
+Revises: 0006
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+OPS = ("insert", "update", "delete")
+
+
+def upgrade() -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    for op_ in OPS:
+        name = f"contracts_read_totals_{op_}"
+        if sqlite:
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
+        else:
+            op.execute(f"DROP TRIGGER IF EXISTS {name} ON contracts")
+            op.execute(f"DROP FUNCTION IF EXISTS {name}()")
+
+
+def downgrade() -> None:
+    _revision_0006().create_triggers(op.get_bind().dialect.name == "sqlite", ["contracts"])
+
+
+def _revision_0006() -> ModuleType:
+    path = Path(__file__).with_name("0006_read_totals.py")
+    spec = importlib.util.spec_from_file_location("revtrace_migration_0006", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
