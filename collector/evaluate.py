@@ -30,7 +30,7 @@ from collector.pass_lock import pass_lock
 from collector.policy import Policy
 from collector.reconcile import Finding, reconcile
 from collector.schema import contract_totals, contracts, dirty, events, lag_buckets, mismatches
-from collector.sqlutil import add_to, among, driver, driver_rows_among, upsert
+from collector.sqlutil import add_to, among, driver, driver_rows_among, insert_rows, update_rows, upsert
 from collector.timeutil import from_us, to_us, to_us_delta
 from collector.trace import Summary, summarize
 
@@ -319,23 +319,18 @@ class Reconciler:
                     inserts.append(row)
                 elif (old[4], old[5], old[6], old[7]) != (row["amount_at_risk"], row["currency"], row["evidence"],
                                                           row["leakage_micros"]):
-                    changes.append({"mid": old[0], **{k: row[k] for k in ("amount_at_risk", "amount_micros",
-                                                                         "currency", "evidence", "leakage_micros")}})
-        if inserts:
-            conn.execute(mismatches.insert(), inserts)
-        if changes:
-            conn.execute(update(mismatches).where(mismatches.c.id == bindparam("mid")).values(
-                amount_at_risk=bindparam("amount_at_risk"), amount_micros=bindparam("amount_micros"),
-                currency=bindparam("currency"), evidence=bindparam("evidence"),
-                leakage_micros=bindparam("leakage_micros")), changes)
-        if current:
-            conn.execute(update(mismatches).where(mismatches.c.id == bindparam("mid")).values(
-                state="closed", closed_us=now_us), [{"mid": old[0]} for old in current.values()])
+                    changes.append({"id": old[0], **{k: row[k] for k in _MOVABLE}})
+        insert_rows(conn, mismatches, inserts)
+        update_rows(conn, mismatches, changes)
+        update_rows(conn, mismatches, [{"id": old[0], "state": "closed", "closed_us": now_us}
+                                       for old in current.values()])
         res.opened += len(inserts)
         res.updated += len(changes)
         res.closed += len(current)
 
 
+# What a pass may change of a mismatch that still holds.
+_MOVABLE = ("amount_at_risk", "amount_micros", "currency", "evidence", "leakage_micros")
 TOTALLED = ("booked_micros", "invoiced_micros", "posted_micros", "collected_micros")
 # The contracts table's columns as the pass writes them; rows travel as tuples in this order.
 CONTRACT_COLUMNS = ("contract_key", "stage", "currency", "entity", "ordered_us", "next_due_us", *TOTALLED,

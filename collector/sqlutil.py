@@ -88,16 +88,44 @@ def _pg_type(column: Any) -> str:
     return "text"
 
 
-def _pg_unnest(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], conflict: str) -> None:
-    """One statement for all rows: each column travels as one array, whatever the number of rows. Arrays go
-    in binary (%b): psycopg builds a 10,000-element one in a third of the time it takes in text."""
-    cols = list(rows[0])
+def _pg_arrays(table: Table, rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> tuple[str, list[list[Any]]]:
+    """The columns of the rows as arrays, and their casts (%b::type[], ...) to unnest them in one statement.
+    Arrays go in binary (%b): psycopg builds a 10,000-element one in a third of the time it takes in text."""
     types = [_pg_type(table.c[c]) for c in cols]
     # A float column's array must hold floats only: a binary array is of one element type.
     arrays = [[r[c] for r in rows] if t != "double precision" else [None if r[c] is None else float(r[c]) for r in rows]
               for c, t in zip(cols, types, strict=True)]
-    casts = ", ".join(f"%b::{t}[]" for t in types)
+    return ", ".join(f"%b::{t}[]" for t in types), arrays
+
+
+def _pg_unnest(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], conflict: str) -> None:
+    """One statement for all rows: each column travels as one array, whatever the number of rows."""
+    cols = list(rows[0])
+    casts, arrays = _pg_arrays(table, rows, cols)
     with driver(conn).cursor() as cur:
         cur.execute(f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({casts}) {conflict}",
                     arrays)
 
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """A plain INSERT of the rows (dicts of the same columns), in one statement on PostgreSQL: a statement
+    per row there also runs the table's statement triggers once per row."""
+    if rows:
+        _insert(conn, table, rows, "")
+
+
+def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], key: str = "id") -> None:
+    """UPDATE each row's other columns where `key` equals its own: one statement on PostgreSQL (the rows as
+    arrays, see insert_rows), the driver's executemany on SQLite."""
+    if not rows:
+        return
+    cols = [c for c in rows[0] if c != key]
+    sets = ", ".join(f"{c} = u.{c}" for c in cols)
+    if conn.dialect.name == "postgresql":
+        casts, arrays = _pg_arrays(table, rows, [key, *cols])
+        with driver(conn).cursor() as cur:
+            cur.execute(f"UPDATE {table.name} SET {sets} FROM unnest({casts}) AS u({key}, {', '.join(cols)}) "
+                        f"WHERE {table.name}.{key} = u.{key}", arrays)
+        return
+    sqlite_many(conn, f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in cols)} WHERE {key} = ?",
+                [(*(r[c] for c in cols), r[key]) for r in rows])
