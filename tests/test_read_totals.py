@@ -15,7 +15,7 @@ from sqlalchemy import Engine, delete, func, select, text, update
 
 import collector
 from collector.assurance import Assurance, lag_buckets_of, open_totals, percentile
-from collector.db import make_engine, upgrade
+from collector.db import downgrade, make_engine, upgrade
 from collector.evaluate import CONTRACT_COLUMNS, LAG_COLUMNS, write_contracts
 from collector.lag_buckets import bucket_of
 from collector.schema import contracts, mismatches
@@ -192,5 +192,25 @@ def test_upgrade_starts_the_totals_from_the_rows_already_there(db_url: str) -> N
         summary = Assurance(engine).summary(None, None)
         assert summary["open_mismatches"] == {"missing_invoice": {"count": 7, "amount_at_risk": {"USD": "7.00"}}}
         assert summary["leakage"] == {"USD": "7.00"}
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_0006_gives_the_counting_back_to_its_triggers(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            write_contracts(conn, [_row(f"K{i}", lag_order_to_invoice=float(i) * 90) for i in range(30)], {})
+        downgrade(engine, "0006")
+        with engine.begin() as conn:  # written as 0006's store was, by anyone: its triggers count
+            conn.execute(contracts.insert(), [_contract(f"N{i}", lag_invoice_to_posting=0.5 * i) for i in range(20)])
+            conn.execute(update(contracts).where(contracts.c.contract_key == "K3").values(lag_order_to_invoice=None))
+        _check(engine)
+        upgrade(engine)
+        stored = _stored(engine)
+        with engine.begin() as conn:
+            write_contracts(conn, [(*stored["N4"][:10], 7.0, *stored["N4"][11:])], {"N4": stored["N4"]})
+        _check(engine)
     finally:
         engine.dispose()
