@@ -3,19 +3,17 @@ and currency (triggers, migration 0006), and each hop's lags by bucket (the pass
 whose percentiles equal the nearest-rank percentiles of every lag."""
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, delete, func, select, text, update
 
-import collector
 from collector.assurance import Assurance, lag_buckets_of, open_totals, percentile
-from collector.db import downgrade, make_engine, upgrade
+from collector.db import MIGRATIONS, downgrade, make_engine, upgrade
 from collector.evaluate import CONTRACT_COLUMNS, LAG_COLUMNS, write_contracts
 from collector.lag_buckets import bucket_of
 from collector.schema import contracts, mismatches
@@ -76,12 +74,7 @@ def _lag(rng: random.Random) -> float:
 
 
 def _migration_0006() -> Any:
-    path = Path(collector.__file__).parent / "migrations" / "versions" / "0006_read_totals.py"
-    spec = importlib.util.spec_from_file_location("migration_0006", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return ScriptDirectory(str(MIGRATIONS)).get_revision("0006").module
 
 
 def test_the_pass_buckets_each_lag_as_migration_0006_did_in_sql(engine: Engine) -> None:

@@ -9,11 +9,7 @@ Revises: 0006
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
-from alembic import op
+from alembic import context, op
 
 revision = "0007"
 down_revision = "0006"
@@ -35,13 +31,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    _revision_0006().create_triggers(op.get_bind().dialect.name == "sqlite", ["contracts"])
-
-
-def _revision_0006() -> ModuleType:
-    path = Path(__file__).with_name("0006_read_totals.py")
-    spec = importlib.util.spec_from_file_location("revtrace_migration_0006", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    revision_0006 = context.script.get_revision("0006").module  # as Alembic loaded it
+    revision_0006.create_triggers(op.get_bind().dialect.name == "sqlite", ["contracts"])
