@@ -22,6 +22,7 @@ from collector.assurance import Assurance
 from collector.auth import error, requires
 from collector.metrics import CollectorMetrics
 from collector.model import CanonicalEvent, EventError, parse_raw, parse_time
+from collector.outage import RETRY_AFTER_S, reason
 from collector.queries import BadQuery, Reads, parse_limit
 from collector.writer import INLINE_EVENTS, BatchWriter, Overloaded
 
@@ -176,7 +177,7 @@ class CollectorApi:
         try:
             await self._run(self._ping)
         except Exception as exc:  # not ready, whatever the reason; the reason is said
-            return error(503, f"store unavailable: {type(exc).__name__}")
+            return error(503, f"store unavailable ({reason(exc)})", headers={"Retry-After": str(RETRY_AFTER_S)})
         return ok({"status": "ready", "pending_events": self.writer.pending})
 
     def _ping(self) -> None:

@@ -34,8 +34,8 @@ class Tokens:
         return self._scopes.get(_digest(token))
 
 
-def error(status: int, message: str, **extra: object) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
+def error(status: int, message: str, headers: Mapping[str, str] | None = None, **extra: object) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status, headers=headers)
 
 
 def middleware(tokens: Tokens) -> Callable[..., Awaitable[web.StreamResponse]]:

@@ -56,3 +56,6 @@ METRIC_STAGE_LAG = "revtrace_stage_lag_seconds"
 METRIC_CONTRACTS = "revtrace_contracts"
 METRIC_OPEN_MISMATCHES = "revtrace_open_mismatches"
 METRIC_AMOUNT_AT_RISK = "revtrace_amount_at_risk"
+# Beyond DESIGN.md's list: whether the store answered the scrape, and what its outages refused.
+METRIC_STORE_UP = "revtrace_store_up"
+METRIC_STORE_UNAVAILABLE = "revtrace_store_unavailable_total"

@@ -15,6 +15,7 @@ from collector import conventions as c
 from collector.assurance import open_totals
 from collector.lag_counts import LAG_BUCKETS, LagCounts
 from collector.money import SCALE
+from collector.outage import store_unavailable
 from collector.schema import contract_totals
 
 
@@ -62,12 +63,28 @@ class LagHistogram(Collector):
 
 class StoreGauges(Collector):
     """revtrace_contracts, revtrace_open_mismatches and revtrace_amount_at_risk, queried in collect() from the
-    running totals: a scrape reads the same few rows at any store size."""
+    running totals: a scrape reads the same few rows at any store size. With the store out of reach the scrape
+    still answers, with revtrace_store_up 0 and the process's own counters, which say what the outage
+    refused; the store's gauges are left out rather than reported as zero."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
 
     def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(c.METRIC_STORE_UP, "1 when the store answered this scrape, else 0.")
+        try:
+            families = self._from_store()
+        except Exception as exc:
+            if not store_unavailable(exc):
+                raise
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _from_store(self) -> list[Metric]:
         by_stage = GaugeMetricFamily(c.METRIC_CONTRACTS, "Contracts by the furthest stage reached.", labels=["stage"])
         open_n = GaugeMetricFamily(c.METRIC_OPEN_MISMATCHES, "Open mismatches by kind.", labels=["kind"])
         risk = GaugeMetricFamily(c.METRIC_AMOUNT_AT_RISK, "Money at risk in open mismatches.",
@@ -85,6 +102,4 @@ class StoreGauges(Collector):
             risk.add_metric([kind, cur], micros / SCALE)
         for kind, n in counts.items():
             open_n.add_metric([kind], n)
-        yield by_stage
-        yield open_n
-        yield risk
+        return [by_stage, open_n, risk]

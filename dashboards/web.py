@@ -50,6 +50,10 @@ class Pages:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def unavailable(self, message: str) -> web.Response:
+        """What a person sees while the store is out of reach (collector/outage.py)."""
+        return self.templates.page("unavailable.html", status=503, message=message)
+
     async def overview(self, request: web.Request) -> web.Response:
         summary, by_stage, newest = await asyncio.gather(
             self._run(self.assurance.summary, None, None, {}),

@@ -13,7 +13,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry
 
-from collector import auth, pg_upkeep
+from collector import auth, outage, pg_upkeep
 from collector.api import CollectorApi
 from collector.assurance import Assurance
 from collector.db import make_engine, normalize_url, upgrade
@@ -47,6 +47,7 @@ class Server:
         self.executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="revtrace-db")
         self.ingest_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="revtrace-ingest")
         self.metrics = CollectorMetrics(self.registry)
+        self.health = outage.StoreHealth(self.registry)
         self.registry.register(StoreGauges(self.read_engine))
         self.store = EventStore(self.engine, clock_us)
         self.passes = PassWorker(normalize_url(settings.database_url), settings.policy)
@@ -71,14 +72,21 @@ class Server:
     async def _scheduled_pass(self) -> None:
         try:
             await self.evaluate(False, wait=False)
-        except Exception:  # the next pass retries; a failing store must not stop the scheduler
-            log.exception("scheduled reconciliation pass failed")
+        except Exception as exc:  # the next pass retries; a failing store must not stop the scheduler
+            if outage.store_unavailable(exc):
+                self.health.failed("scheduled pass", exc)
+            else:
+                log.exception("scheduled reconciliation pass failed")
+        else:
+            self.health.reached()
 
     async def _upkeep(self) -> None:
         try:
             done = await asyncio.get_running_loop().run_in_executor(self.executor, self.vacuum.run)
-        except Exception:  # the next round retries; upkeep must not stop the scheduler
-            if not self._stopping:
+        except Exception as exc:  # the next round retries; upkeep must not stop the scheduler
+            if outage.store_unavailable(exc):
+                self.health.failed("upkeep", exc)
+            elif not self._stopping:
                 log.exception("vacuum of the store failed")
             return
         if done:
@@ -86,14 +94,17 @@ class Server:
 
     def app(self) -> web.Application:
         tokens = auth.Tokens(self.settings.tokens)
-        app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[auth.middleware(tokens)])
+        pages = Pages(self.reads, self.assurance, self.executor, tokens)
+        app = web.Application(client_max_size=self.settings.max_body_bytes,
+                              middlewares=[outage.middleware(self.health, pages.unavailable),
+                                           auth.middleware(tokens)])
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         self.writer = BatchWriter(self.store, self.ingest_executor, self.settings.max_pending_events)
         api = CollectorApi(self.read_engine, self.writer, self.reads, self.assurance, self.metrics, self.registry,
                            self.executor, self.evaluate)
         app.add_routes(api.routes(metrics_public=self.settings.metrics_public))
-        app.add_routes(Pages(self.reads, self.assurance, self.executor, tokens).routes())
+        app.add_routes(pages.routes())
         return app
 
     async def _start(self, app: web.Application) -> None:
