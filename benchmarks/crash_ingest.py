@@ -1,11 +1,13 @@
 """Delivery under fire: clients send every batch until it is answered 200, keeping a ledger of what was
-acknowledged, while the server is killed and restarted at planned points of the ingest."""
+acknowledged, while a fault strikes at planned points of the ingest (the server killed and restarted, or its
+database taken away for a while)."""
 from __future__ import annotations
 
 import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ from benchmarks.crash_api import EVALUATE_PATH, EVENTS_PATH, HarnessError, reque
 from benchmarks.crash_stream import Stream
 from benchmarks.server import Server
 
-MAX_ATTEMPTS = 500  # per batch; far above what any kill plan needs, so only a server that never answers hits it
+MAX_ATTEMPTS = 500  # per batch; far above what any fault plan needs, so only a server that never answers hits it
 
 
 @dataclass
@@ -59,7 +61,7 @@ class Ledger:
 async def deliver(session: aiohttp.ClientSession, server: Server, index: int, body: bytes, size: int,
                   ledger: Ledger) -> None:
     """Send one batch until it is answered 200; anything else (no answer, 429, 5xx) means the same batch
-    again, after a pause that lets a killed server come back."""
+    again, after a pause that lets a killed server or its database come back."""
     pause, last = 0.05, ""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         ledger.attempts += 1
@@ -89,26 +91,28 @@ async def deliver(session: aiohttp.ClientSession, server: Server, index: int, bo
     raise HarnessError(f"batch {index}: no 200 after {MAX_ATTEMPTS} attempts; last: {last}\n{server.log_tail()}")
 
 
+Strike = Callable[[], Awaitable[None]]
+
+
 @dataclass
-class KillLog:
+class FaultLog:
     planned: int = 0
     done: int = 0
-    mid_request: int = 0  # kills with at least one request waiting for its answer
+    mid_request: int = 0  # faults with at least one request waiting for its answer
     passes: int = 0  # incremental passes asked for during the ingest and answered
     passes_cut: int = 0  # ... and cut short by a kill
     pass_errors: Counter[int] = field(default_factory=Counter)  # ... and answered otherwise, by status
 
 
 async def ingest(session: aiohttp.ClientSession, server: Server, stream: Stream, thresholds: list[int],
-                 rng: random.Random, *, clients: int, max_kill_delay: float,
-                 evaluate_during_ingest: bool) -> tuple[Ledger, KillLog]:
-    """Send every batch with `clients` concurrent clients, killing and restarting the server once the
-    number of acknowledged batches reaches each threshold. Clients may run only a few batches past the next
-    threshold: without that the ingest outruns the restarts, and most kills would fall on a drained
-    stream instead of spreading over it. The last batch waits for the last kill, so every kill falls in the
-    ingest."""
+                 rng: random.Random, strike: Strike, *, clients: int, max_fault_delay: float,
+                 evaluate_during_ingest: bool) -> tuple[Ledger, FaultLog]:
+    """Send every batch with `clients` concurrent clients, striking once the number of acknowledged batches
+    reaches each threshold. Clients may run only a few batches past the next threshold: without that the
+    ingest outruns the faults, and most would fall on a drained stream instead of spreading over it. The
+    last batch waits for the last fault, so every fault falls in the ingest."""
     n = len(stream.batches)
-    ledger, kills = Ledger(n), KillLog(planned=len(thresholds))
+    ledger, faults = Ledger(n), FaultLog(planned=len(thresholds))
     gate = asyncio.Condition()
     ahead = 2 * clients
     allowed = n if not thresholds else min(thresholds[0] + ahead, n - 1)
@@ -126,21 +130,20 @@ async def ingest(session: aiohttp.ClientSession, server: Server, stream: Stream,
                 await gate.wait_for(lambda: i < allowed)  # noqa: B023 - waited for before i moves on
             await deliver(session, server, i, stream.bodies[i], len(stream.batches[i]), ledger)
 
-    async def killer() -> None:
+    async def striker() -> None:
         for t in thresholds:
             await open_to(max(allowed, min(t + ahead, n - 1)))
             while ledger.acked < t:
                 await asyncio.sleep(0.005)
-            # A random moment within about one request's time, so that kills land in requests and in commits;
-            # a moment between requests is drawn again (a kill there tests little), unless none can start.
+            # A random moment within about one request's time, so that faults land in requests and in commits;
+            # a moment between requests is drawn again (a fault there tests little), unless none can start.
             for _ in range(20):
-                await asyncio.sleep(rng.uniform(0, min(max_kill_delay, 1.5 * ledger.latency)))
+                await asyncio.sleep(rng.uniform(0, min(max_fault_delay, 1.5 * ledger.latency)))
                 if ledger.in_flight or ledger.acked >= allowed:
                     break
-            kills.mid_request += ledger.in_flight > 0
-            await asyncio.to_thread(server.kill)
-            kills.done += 1
-            await asyncio.to_thread(server.start)
+            faults.mid_request += ledger.in_flight > 0
+            await strike()
+            faults.done += 1
         await open_to(n)
 
     async def evaluator(senders: list[asyncio.Task[None]]) -> None:
@@ -151,25 +154,25 @@ async def ingest(session: aiohttp.ClientSession, server: Server, stream: Stream,
             except aiohttp.ClientConnectorError:  # the server is down: no pass was under way
                 pass
             except (aiohttp.ClientError, TimeoutError):
-                kills.passes_cut += 1
-            kills.passes += status == 200
+                faults.passes_cut += 1
+            faults.passes += status == 200
             if status is not None and status != 200:
-                kills.pass_errors[status] += 1
+                faults.pass_errors[status] += 1
             await asyncio.sleep(0.1 if status == 200 else 0.25)
 
     async with asyncio.TaskGroup() as tg:
         senders = [tg.create_task(client()) for _ in range(clients)]
-        tg.create_task(killer())
+        tg.create_task(striker())
         if evaluate_during_ingest:
             tg.create_task(evaluator(senders))
-    return ledger, kills
+    return ledger, faults
 
 
-def kill_thresholds(batches: int, kills: int, rng: random.Random) -> list[int]:
+def fault_thresholds(batches: int, faults: int, rng: random.Random) -> list[int]:
     """Acknowledged-batch counts spread over the whole ingest (never the last batch, held back until the end);
-    with more kills than batches some counts repeat, and the server is killed again soon after a restart."""
+    with more faults than batches some counts repeat, and a fault strikes again soon after the last."""
     choices = range(1, max(2, batches - 1))
-    picked = rng.sample(choices, kills) if kills <= len(choices) else rng.choices(choices, k=kills)
+    picked = rng.sample(choices, faults) if faults <= len(choices) else rng.choices(choices, k=faults)
     return sorted(picked)
 
 

@@ -18,6 +18,7 @@ class Report:
     crash: RunResult
     reference: RunResult
     differences: list[str]
+    fault: str = "kill"
 
     def open_by_kind(self) -> dict[str, int]:
         tally: Counter[str] = Counter()
@@ -28,8 +29,8 @@ class Report:
     def problems(self) -> list[str]:
         out: list[str] = []
         c, r = self.crash, self.reference
-        if c.kills.done < c.kills.planned:
-            out.append(f"only {c.kills.done} of {c.kills.planned} kills landed during the ingest")
+        if c.faults.done < c.faults.planned:
+            out.append(f"only {c.faults.done} of {c.faults.planned} {self.fault}s struck during the ingest")
         for name, run in (("crash run", c), ("reference run", r)):
             s, led = run.store, run.ledger
             if s.lost or s.doubled or s.unexpected:
@@ -40,8 +41,10 @@ class Report:
                 out.append(f"{name}: {led.accepted} events answered as new and {led.retry_duplicates} as duplicates "
                            f"of an unanswered attempt (of {led.duplicates} duplicates); "
                            f"{self.events} distinct events sent")
-            if any(s >= 500 for s in led.errors) or run.kills.pass_errors:
-                out.append(f"{name}: server errors: ingest {dict(led.errors)}, passes {dict(run.kills.pass_errors)}")
+            # An outage may be answered 503 (the store is unavailable: send again); nothing else may be a 5xx.
+            allowed = {503} if self.fault == "outage" and run is c else set()
+            if any(s >= 500 and s not in allowed for s in led.errors) or set(run.faults.pass_errors) - allowed:
+                out.append(f"{name}: server errors: ingest {dict(led.errors)}, passes {dict(run.faults.pass_errors)}")
             if led.partial or led.rejected:
                 out.append(f"{name}: {led.partial} answers split between new and duplicate, {led.rejected} rejected")
             if run.replay_duplicates != run.replay_events:
@@ -62,9 +65,9 @@ class Report:
         led = c.ledger
         lines = [
             f"db {self.db}: {self.events} events in {self.batches} batches, {self.contracts} contracts",
-            f"kills {c.kills.done} of {c.kills.planned} planned ({c.kills.mid_request} with a request in flight), "
-            f"restarts {c.restarts}; passes during the ingest {c.kills.passes} answered, "
-            f"{c.kills.passes_cut} cut short",
+            f"{self.fault}s {c.faults.done} of {c.faults.planned} planned ({c.faults.mid_request} with a request in "
+            f"flight), server restarts {c.restarts}; passes during the ingest {c.faults.passes} answered, "
+            f"{c.faults.passes_cut} cut short, {dict(c.faults.pass_errors)} refused",
             f"batches sent {led.attempts} (retries {led.attempts - led.acked}), batches acknowledged {led.acked}, "
             f"answers other than 200 {dict(led.errors)}",
             f"events acknowledged {led.events_acked}, acknowledged as new {led.accepted}, "
