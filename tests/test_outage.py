@@ -105,9 +105,13 @@ def test_a_locked_sqlite_store_is_unavailable_but_a_bad_statement_is_a_bug(sqlit
     upgrade(engine)
     impatient = create_engine(sqlite_url, connect_args={"timeout": 0})
     try:
-        with engine.begin():  # the listener's BEGIN IMMEDIATE: the write lock, held
-            with pytest.raises(OperationalError) as locked, impatient.begin() as conn:
-                conn.execute(text("INSERT INTO dirty (contract_key, token) VALUES ('A', 1)"))
+        # engine.begin() is the listener's BEGIN IMMEDIATE: it holds the write lock
+        with (
+            engine.begin(),
+            pytest.raises(OperationalError) as locked,
+            impatient.begin() as conn,
+        ):
+            conn.execute(text("INSERT INTO dirty (contract_key, token) VALUES ('A', 1)"))
         assert "locked" in str(locked.value)
         assert store_unavailable(locked.value)
         with pytest.raises(OperationalError) as bad, impatient.connect() as conn:
