@@ -5,10 +5,12 @@ pooled connections are checked before use, so the first request after an outage 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
 
+import psycopg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -29,12 +31,19 @@ _SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15})
 
 
 def store_unavailable(exc: BaseException) -> bool:
-    """The store could not be reached or could not do its work, as opposed to a bug in a statement."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if not isinstance(exc, OperationalError | InterfaceError):
+    """The store could not be reached or could not do its work, as opposed to a bug in a statement. Raised
+    through SQLAlchemy or straight from the driver (COPY and prepared statements go around SQLAlchemy)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if not isinstance(exc, OperationalError | InterfaceError):
+            return False
+        driver_error: BaseException | None = exc.orig
+    elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | sqlite3.OperationalError):
+        driver_error = exc
+    else:
         return False
-    code = getattr(exc.orig, "sqlite_errorcode", None)
+    code = getattr(driver_error, "sqlite_errorcode", None)
     return code is None or code & 0xFF in _SQLITE_UNAVAILABLE
 
 

@@ -3,10 +3,13 @@ ones. Requests that need the store are answered 503 with Retry-After and change 
 answers and says so; once the database is back the same server serves again without a restart."""
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -100,6 +103,25 @@ async def test_requests_are_refused_with_503_while_the_store_is_away_and_served_
     assert any(name == c.METRIC_OPEN_MISMATCHES for name, _ in m)
 
 
+@pytest.mark.postgres
+async def test_connections_dropped_while_idle_cost_no_request(
+        client: TestClient, proxy: DatabaseProxy, pg_url: str) -> None:
+    """A PostgreSQL restarted between two requests: the pool checks a connection before it lends it."""
+    assert (await post(client, clean())).status == 200
+    proxy.down()
+    proxy.up()  # the pooled connections are dead now, and nothing has used them since
+    r = await post(client, [order("B")])  # a single event: one statement in autocommit
+    assert r.status == 200 and (await r.json())["accepted"] == 1
+    proxy.down()
+    proxy.up()
+    many = [order(f"K{i}") for i in range(100)]  # a batch past pg_ingest's size: one transaction
+    r = await post(client, many)
+    assert r.status == 200 and (await r.json())["accepted"] == 100
+    assert stored(pg_url) == 4 + 1 + 100
+    r = await post(client, many)  # each stored once
+    assert r.status == 200 and (await r.json())["duplicates"] == 100
+
+
 def test_a_locked_sqlite_store_is_unavailable_but_a_bad_statement_is_a_bug(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     upgrade(engine)
@@ -120,3 +142,24 @@ def test_a_locked_sqlite_store_is_unavailable_but_a_bad_statement_is_a_bug(sqlit
     finally:
         impatient.dispose()
         engine.dispose()
+
+
+def test_errors_straight_from_the_driver_are_classified_as_through_sqlalchemy(tmp_path: Path) -> None:
+    # COPY and prepared statements go around SQLAlchemy, and so do their errors.
+    assert store_unavailable(psycopg.OperationalError("consuming input failed: server closed the connection"))
+    assert store_unavailable(psycopg.InterfaceError("the connection is lost"))
+    assert not store_unavailable(psycopg.errors.UndefinedTable('relation "no_such_table" does not exist'))
+    path = tmp_path / "s.db"
+    holder, impatient = sqlite3.connect(path, isolation_level=None), sqlite3.connect(path, timeout=0)
+    try:
+        holder.execute("CREATE TABLE t (x)")
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            impatient.execute("INSERT INTO t VALUES (1)")
+        assert store_unavailable(locked.value)
+        with pytest.raises(sqlite3.OperationalError) as bad:
+            impatient.execute("SELECT * FROM no_such_table")
+        assert not store_unavailable(bad.value)
+    finally:
+        holder.close()
+        impatient.close()
