@@ -4,6 +4,7 @@ takes the driver's executemany and IN lists."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -12,6 +13,7 @@ from sqlalchemy import Connection, Table
 from collector.schema import events, ref_map
 from collector.sqlutil import driver, sqlite_many, sqlite_rows
 
+_event_key = itemgetter(0, 1)  # (source, event_id) of an EVENT_COLUMNS row
 CHUNK = 2000  # values per IN (...): few statements, well under every driver's parameter limit
 EVENT_COLUMNS = ("source", "event_id", "type", "at_us", "contract_key", "received_us", "body")
 _SQLITE_INSERT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
@@ -90,8 +92,11 @@ def insert_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[tupl
 
 def _pg_insert_events(pg: Any, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, str]]:
     """stored_keys found none of these stored, so COPY straight into events, in a savepoint. Only another
-    replica committing one of them meanwhile makes it fail; then they go through a staging table and
-    ON CONFLICT DO NOTHING, where that replica's copy wins and ours is a duplicate."""
+    replica (or a round of this one) committing one of them meanwhile makes it fail; then they go through
+    a staging table and ON CONFLICT DO NOTHING, where that replica's copy wins and ours is a duplicate.
+    Rows go in key order: two transactions that insert the same keys then wait for one another in one
+    order, never in a cycle."""
+    rows = sorted(rows, key=_event_key)
     try:
         with pg.transaction(), pg.cursor() as cur, cur.copy(_PG_COPY_DIRECT) as copy:
             for row in rows:

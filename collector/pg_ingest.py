@@ -9,7 +9,7 @@ replays and write nothing; each new event's contract is its contract_id, else th
 (JOIN_REFS order) that a claim resolves, a claim made by an event of this batch before one already
 stored; new events with a contract claim their own document's id for it (the first claim of a ref wins,
 in batch order) and mark it dirty; new events with none wait with their join refs. Rows are taken in key
-order (claims, marks), so concurrent batches lock them in one order. An event another replica commits
+order (events, claims, marks), so concurrent batches lock them in one order. An event another replica commits
 meanwhile is skipped by ON CONFLICT, and answered as a replay."""
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ WITH b AS (
   FROM fresh f {' '.join(_local_join(i, k, col) for i, (k, col) in _JOINS)}
 ), ins AS (
   INSERT INTO events (source, event_id, type, at_us, contract_key, received_us, body)
-  SELECT source, event_id, type, at_us, contract_key, %(received)s::bigint, body FROM keyed ORDER BY ord
+  SELECT source, event_id, type, at_us, contract_key, %(received)s::bigint, body FROM keyed ORDER BY source, event_id
   ON CONFLICT (source, event_id) DO NOTHING
   RETURNING id, source, event_id
 ), new AS MATERIALIZED (  -- without the bodies: a narrow row per new event

@@ -24,17 +24,22 @@ class Overloaded(Exception):
 
 
 class BatchWriter:
-    """`executor` should have one thread, kept for ingest: large requests parse their events on it too (see
-    `on_writer_thread`), so that a 10,000-event body never holds the event loop (and every read waiting on
-    it) for the 100 ms its parse takes, and parsing and writing take turns rather than contend for the
-    interpreter lock."""
+    """`executor` should have `rounds` threads, kept for ingest: large requests parse their events on them
+    too (see `on_writer_thread`), so that a 10,000-event body never holds the event loop (and every read
+    waiting on it) for the 100 ms its parse takes.
 
-    def __init__(self, store: EventStore, executor: Executor, max_pending: int = 200_000):
-        self.store, self.executor, self.max_pending = store, executor, max_pending
+    `rounds` is how many rounds may be written at once, each in its own transaction. One suits SQLite, which
+    takes one writer at a time. On PostgreSQL the database does half the work of a round in its own process,
+    so a second round, parsed and prepared here meanwhile, keeps both cores busy (17,000 -> 20,000-22,000
+    events a second for 10,000-event batches here); the statements take their rows in key order, so that
+    concurrent rounds never deadlock."""
+
+    def __init__(self, store: EventStore, executor: Executor, max_pending: int = 200_000, rounds: int = 1):
+        self.store, self.executor, self.max_pending, self.rounds = store, executor, max_pending, rounds
         self._queue: list[tuple[Sequence[CanonicalEvent], asyncio.Future[list[bool]]]] = []
         self._pending = 0
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
     @property
@@ -59,14 +64,13 @@ class BatchWriter:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="revtrace-batch-writer")
+        self._tasks = [asyncio.create_task(self._run(), name=f"revtrace-batch-writer-{i}") for i in range(self.rounds)]
 
     async def stop(self) -> None:
         """Write what was accepted into the queue, then stop."""
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
+        await asyncio.gather(*self._tasks)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -45,7 +45,9 @@ class Server:
                                   else "full")
         self.read_engine = make_engine(settings.database_url, writer=False)
         self.executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="revtrace-db")
-        self.ingest_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="revtrace-ingest")
+        # Write rounds at once (see BatchWriter): SQLite takes one writer at a time.
+        self.write_rounds = 1 if self.engine.dialect.name == "sqlite" else 2
+        self.ingest_executor = ThreadPoolExecutor(max_workers=self.write_rounds, thread_name_prefix="revtrace-ingest")
         self.metrics = CollectorMetrics(self.registry)
         self.health = outage.StoreHealth(self.registry)
         self.registry.register(StoreGauges(self.read_engine))
@@ -100,7 +102,8 @@ class Server:
                                            auth.middleware(tokens)])
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
-        self.writer = BatchWriter(self.store, self.ingest_executor, self.settings.max_pending_events)
+        self.writer = BatchWriter(self.store, self.ingest_executor, self.settings.max_pending_events,
+                                  self.write_rounds)
         api = CollectorApi(self.read_engine, self.writer, self.reads, self.assurance, self.metrics, self.registry,
                            self.executor, self.evaluate)
         app.add_routes(api.routes(metrics_public=self.settings.metrics_public))

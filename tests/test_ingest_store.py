@@ -14,7 +14,7 @@ from collector.db import make_engine, upgrade
 from collector.ingest import EventStore
 from collector.model import parse_event
 from collector.schema import dirty, events, ref_map, waiting, waiting_refs
-from tests.builders import T0, H, invoice, order, payment, posting
+from tests.builders import T0, H, clean, invoice, order, payment, posting
 
 # Batches that take every branch of the ingest: claims made and resolved within a batch and across
 # batches, an event sent twice in one batch, replays, a ref claimed twice (the first claim wins), and
@@ -116,4 +116,41 @@ def test_an_event_committed_meanwhile_by_another_replica_is_a_duplicate(pg_url: 
         claims = dict(conn.execute(select(ref_map.c.ref, ref_map.c.contract_key)).all())
     assert rows == {first.event_id: 1, second.event_id: 1}
     assert claims == {first.refs["order_id"]: "C1", second.refs["invoice_id"]: "C1"}
+    engine.dispose()
+
+
+@pytest.mark.parametrize("contracts", [15, 1000], ids=["one-statement", "statement-per-step"])
+def test_concurrent_writers_of_the_same_events_store_each_once_and_never_deadlock(pg_url: str,
+                                                                                  contracts: int) -> None:
+    """Two rounds (of one server, or of two replicas) carrying the same events in opposite orders: without
+    a common lock order they would each hold a key the other waits for."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    batch = [parse_event(e) for n in range(contracts) for e in clean(f"C{n}")]
+    assert (len(batch) <= pg_ingest.UP_TO) == (contracts == 15)
+    stores = [EventStore(engine, lambda: 1_700_000_000_000_000) for _ in range(2)]
+    start = threading.Barrier(2)
+    answers: list[tuple[list[Any], list[bool]]] = []
+    errors: list[BaseException] = []
+
+    def write(store: EventStore, events: list[Any]) -> None:
+        start.wait()
+        try:
+            answers.append((events, store.store(events).new))
+        except BaseException as exc:  # reported by the assertion below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s, evs)) for s, evs in zip(stores, (batch, batch[::-1]),
+                                                                                   strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    new_in = [sum(1 for evs, new in answers for ev, n in zip(evs, new, strict=True) if n and ev.key == k)
+              for k in (ev.key for ev in batch)]
+    assert new_in == [1] * len(batch)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar_one() == len(batch)
+        assert conn.execute(select(func.count()).select_from(dirty)).scalar_one() == contracts
     engine.dispose()
