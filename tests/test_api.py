@@ -193,3 +193,31 @@ async def test_the_writer_refuses_past_its_bound_rather_than_queue_without_end()
     gate.set()
     assert await first == [True] * len(batch)
     await writer.stop()
+
+
+async def test_the_writer_writes_as_many_rounds_at_once_as_it_is_given() -> None:
+    """PostgreSQL's two rounds: a second round is written while the first waits on the database, and each
+    request gets the answer of its own round."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from collector.ingest import Stored
+    from collector.model import parse_event
+    from collector.writer import INLINE_EVENTS, ROUND_EVENTS, BatchWriter
+
+    both_in = Barrier(2, timeout=5)  # broken, and the store raises, unless two rounds are in it at once
+
+    class MeetingStore:
+        def store(self, batch: list[Any]) -> Stored:
+            both_in.wait()
+            return Stored([ev.contract_id == batch[0].contract_id for ev in batch])
+
+    size = ROUND_EVENTS // 2 + 1  # two of them do not fit in one round
+    assert size > INLINE_EVENTS
+    batches = [[parse_event(order(f"{tag}{n}")) for n in range(size)] for tag in ("A", "B")]
+    writer = BatchWriter(MeetingStore(), ThreadPoolExecutor(2), rounds=2)  # type: ignore[arg-type]
+    writer.start()
+    answers = await asyncio.gather(*(writer.submit(b) for b in batches))
+    await writer.stop()
+    assert [sum(a) for a in answers] == [1, 1]
+    assert all(a[0] for a in answers)
