@@ -157,29 +157,43 @@ async def singles_without_fsync(bench: Bench, batches: list[list[bytes]]) -> Non
 
 
 async def scale_section(bench: Bench, kind: str) -> None:
-    """Load the scale store, evaluate it in full, cross-check, incremental; reads; latency; memory."""
+    """Load the scale store, evaluate it in full, cross-check, incremental; reads; latency; memory. The load
+    and the first pass are measured on `runs` stores, each loaded afresh; the rest on the last of them."""
+    if not any(bench.wants(s) for s in ("reconcile", "memory", "reads", "latency")):
+        return
+    stores = bench.opts.runs if bench.wants("reconcile") or bench.wants("memory") else 1
+    firsts: list[reconcile.FirstPass] = []
+    for r in range(stores - 1):
+        with scratch(kind) as store, Server(store.url, evaluate_every=0, name=f"scale{r}") as srv:
+            client = Client(srv.base, srv.token)
+            try:
+                firsts.append(await reconcile.load_and_evaluate(bench, srv, client, profile=r == 0))
+            finally:
+                await client.close()
     with scratch(kind) as store:
-        peak = 0
-        if bench.wants("reconcile") or bench.wants("memory") or bench.wants("reads"):
-            with Server(store.url, evaluate_every=0, name="scale") as srv:
-                client = Client(srv.base, srv.token)
-                try:
-                    await reconcile.load_store(bench, kind, srv, client, bench.data,
-                                               f"{bench.data.contracts:,} contracts")
-                    load_peak = srv.peak_rss
-                    counts = await reconcile.full_passes(bench, kind, srv, client, bench.join_seconds)
-                    peak = srv.peak_rss
-                    reconcile.crosscheck(bench, kind, counts)
+        with Server(store.url, evaluate_every=0, name="scale") as srv:
+            client = Client(srv.base, srv.token)
+            try:
+                firsts.append(await reconcile.load_and_evaluate(bench, srv, client, profile=stores == 1))
+                reconcile.first_pass_rows(bench, kind, firsts, bench.join_seconds)
+                if bench.wants("reconcile"):
+                    await reconcile.repeated_passes(bench, kind, client, bench.join_seconds)
+                peak = srv.peak_rss
+                if bench.wants("reconcile"):
                     await reconcile.incremental(bench, kind, srv, client, bench.data.contracts, 0)
-                    if bench.wants("reads"):
-                        await reads.measure(bench, kind, client, srv.pid)
-                finally:
-                    await client.close()
-                if bench.wants("memory"):
-                    bench.add(Row("memory", kind, f"server peak RSS, ingest of {bench.data.contracts:,} contracts",
-                                  load_peak / 2**20, "MiB", "≤ 1,024 MiB", ok=load_peak <= RSS_TARGET))
-                    bench.add(Row("memory", kind, "server peak RSS, ingest + full evaluates", peak / 2**20, "MiB",
-                                  "≤ 1,024 MiB", ok=peak <= RSS_TARGET, note="psutil, sampled every 0.1 s"))
+                if bench.wants("reads"):
+                    await reads.measure(bench, kind, client, srv.pid)
+            finally:
+                await client.close()
+        if bench.wants("memory"):
+            load_peak = max(f.load_peak for f in firsts)
+            peak = max([peak] + [f.peak for f in firsts])
+            bench.add(Row("memory", kind, f"server peak RSS, ingest of {bench.data.contracts:,} contracts",
+                          load_peak / 2**20, "MiB", "≤ 1,024 MiB", ok=load_peak <= RSS_TARGET, runs=len(firsts),
+                          note="the highest of its runs"))
+            bench.add(Row("memory", kind, "server peak RSS, ingest + full evaluates", peak / 2**20, "MiB",
+                          "≤ 1,024 MiB", ok=peak <= RSS_TARGET, runs=len(firsts),
+                          note="the highest of its runs; psutil, sampled every 0.1 s"))
         if bench.wants("latency"):
             with Server(store.url, name="latency") as srv:
                 client = Client(srv.base, srv.token)
@@ -189,7 +203,8 @@ async def scale_section(bench: Bench, kind: str) -> None:
                     await client.close()
                 if bench.wants("memory"):
                     bench.add(Row("memory", kind, "server peak RSS, latency run (scheduler on)",
-                                  srv.peak_rss / 2**20, "MiB", "≤ 1,024 MiB", ok=srv.peak_rss <= RSS_TARGET))
+                                  srv.peak_rss / 2**20, "MiB", "≤ 1,024 MiB", ok=srv.peak_rss <= RSS_TARGET,
+                                  runs=bench.opts.runs, note="through every run"))
 
 
 async def small_incremental(bench: Bench, kind: str) -> None:
@@ -224,8 +239,6 @@ async def run(bench: Bench) -> None:
                           bench.crosscheck.load_seconds, "s", note="not part of the join time"))
             times: list[float] = []
             for _ in range(opts.runs):
-                if times and sum(times) + times[-1] > opts.repeat_budget_s:
-                    break
                 counts, s = bench.crosscheck.counts(bench.data.now + (dataset.MAX_AGE / 2))
                 times.append(s)
             bench.join_counts, bench.join_seconds = counts, median(times)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +28,6 @@ class Options:
     latency_rate: int = 2000
     read_requests: int = 60
     single_seconds: float = 5.0
-    # A full pass longer than this is not repeated; the table says how many runs it had.
-    repeat_budget_s: float = 90.0
     profile: bool = True
 
 
@@ -66,6 +64,11 @@ class Bench:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def each(values: Iterable[float], fmt: str = "{:,.0f}") -> str:
+    """The runs' figures, for a note beside their median."""
+    return ", ".join(fmt.format(v) for v in values)
 
 
 def p(values: Sequence[float], q: float) -> float:

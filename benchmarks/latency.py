@@ -7,18 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from benchmarks import dataset
-from benchmarks.bench import Bench, p
+from benchmarks.bench import Bench, each, median, p
 from benchmarks.client import Client, array_body
 from benchmarks.report import Row
 
 P99_TARGET_S = 5.0
 FEED_INDEX = 60_000_000
+FEED_STRIDE = 1_000_000  # each run feeds contracts of its own
 TICK = 0.1
 PROBE_EVERY = 0.5
 POLL = 0.05
@@ -53,11 +55,36 @@ def probe(tag: str, i: int) -> tuple[str, str, bytes]:
     return cid, kind, array_body([orjson.dumps(e) for e in evs])
 
 
+@dataclass
+class LatencyRun:
+    delays: list[float]
+    missing: int  # probes never seen open within 60 s
+    rate: float  # events a second the feed delivered
+
+
 async def measure(bench: Bench, kind: str, client: Client, tag: str) -> None:
+    """`runs` runs one after another on the same server; p50 and p99 are the medians of the runs'."""
+    runs = [await _run(bench, client, f"{tag}r{r}", FEED_INDEX + r * FEED_STRIDE) for r in range(bench.opts.runs)]
+    seen = [r for r in runs if r.delays]
+    p50s, p99s = [p(r.delays, 0.5) for r in seen], [p(r.delays, 0.99) for r in seen]
+    missing = sum(r.missing for r in runs)
+    note = (f"{sum(len(r.delays) for r in runs)} probes in {len(runs)} runs; feed "
+            f"{each(r.rate for r in runs)} ev/s" + (f"; {missing} never seen within 60 s" if missing else ""))
+    complete = len(seen) == len(runs)
+    bench.add(Row("latency", kind, "detection delay p50", median(p50s) if complete else None, "s", runs=len(runs),
+                  note=f"runs {each(p50s, '{:.3f}')} s; {note}"))
+    p99 = median(p99s) if complete else None
+    bench.add(Row("latency", kind, "detection delay p99", p99, "s", f"≤ {P99_TARGET_S:.0f} s",
+                  ok=p99 is not None and p99 <= P99_TARGET_S and not missing, runs=len(runs),
+                  note=f"runs {each(p99s, '{:.3f}')} s; {note}"))
+
+
+
+async def _run(bench: Bench, client: Client, tag: str, feed_index: int) -> LatencyRun:
     opts = bench.opts
     per_tick = int(opts.latency_rate * TICK)
     need = int(opts.latency_rate * opts.latency_seconds) + per_tick
-    feed = [orjson.dumps(e) for e in dataset.events_of(need // 4 + 100, bench.data.now, FEED_INDEX)][:need]
+    feed = [orjson.dumps(e) for e in dataset.events_of(need // 4 + 100, bench.data.now, feed_index)][:need]
     delays: list[float] = []
     sent = 0
     stop = asyncio.Event()
@@ -96,14 +123,8 @@ async def measure(bench: Bench, kind: str, client: Client, tag: str) -> None:
     started = time.perf_counter()
     await asyncio.gather(feeder(), prober())
     fed_s = time.perf_counter() - started
-    with contextlib.suppress(TimeoutError):  # a probe never seen is counted below, not raised
+    with contextlib.suppress(TimeoutError):  # a probe never seen is counted, not raised
         await asyncio.wait_for(asyncio.gather(*watchers), timeout=60)
     stop.set()
     await asyncio.gather(*watchers, return_exceptions=True)
-    missing = len(watchers) - len(delays)
-    rate = sent / fed_s
-    note = f"{len(delays)} probes; feed {rate:,.0f} ev/s" + (f"; {missing} never seen within 60 s" if missing else "")
-    p50, p99 = (p(delays, 0.5), p(delays, 0.99)) if delays else (None, None)
-    bench.add(Row("latency", kind, "detection delay p50", p50, "s", note=note))
-    bench.add(Row("latency", kind, "detection delay p99", p99, "s", f"≤ {P99_TARGET_S:.0f} s",
-                  ok=p99 is not None and p99 <= P99_TARGET_S and not missing, runs=1, note=note))
+    return LatencyRun(delays, len(watchers) - len(delays), sent / fed_s)
