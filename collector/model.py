@@ -231,6 +231,8 @@ def _canonical(w: _Wire, obj: dict[str, Any] | None, raw: bytes) -> CanonicalEve
         refs = wire_refs
     else:
         refs = {k: v for k in c.REF_KEYS if (v := getattr(wire_refs, k)) is not None}
+    if b"\\u0000" in raw:  # JSON writes NUL only so; a plain search keeps the common case free
+        _refuse_nul(w, refs)
     if w.contract_id is None and refs.keys().isdisjoint(c.JOIN_REFS):
         raise EventError("contract_id", "required when refs name no order, invoice, posting or payment")
     if w.currency is None and (w.amount is not None or w.tax_amount is not None):
@@ -249,6 +251,16 @@ def _canonical(w: _Wire, obj: dict[str, Any] | None, raw: bytes) -> CanonicalEve
         w.event_id, w.source, w.type, occurred_at, w.contract_id, refs,
         None if w.amount is None else Decimal(w.amount), None if w.tax_amount is None else Decimal(w.tax_amount),
         w.currency, w.entity, due_at, w.system, attributes, raw_at, raw_due, raw if stored else None)
+
+
+def _refuse_nul(w: _Wire, refs: dict[str, str]) -> None:
+    """A NUL in a name is refused here: PostgreSQL's text holds none, so the store would fail the whole
+    write round, other clients' events with it. In attributes it stays, escaped in the stored JSON."""
+    named = {"event_id": w.event_id, "contract_id": w.contract_id, "entity": w.entity, "system": w.system,
+             **{f"refs.{k}": v for k, v in refs.items()}}
+    for field, value in named.items():
+        if value is not None and "\x00" in value:
+            raise EventError(field, "must not contain the NUL character (U+0000)")
 
 
 def from_stored(obj: dict[str, Any]) -> CanonicalEvent:

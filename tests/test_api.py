@@ -70,6 +70,16 @@ async def test_bad_events_are_rejected_by_index_and_the_good_ones_kept(client: t
     assert stored(server) == 1
 
 
+async def test_a_nul_in_an_id_is_refused_alone_and_its_batch_stored(client: tuple[TestClient, Server]) -> None:
+    cl, server = client
+    r = await post(cl, [order("N1"), order("N2") | {"event_id": "N2\x00"}, order("N3") | {"attributes": {"n": "\x00"}}])
+    body = await r.json()
+    assert r.status == 200
+    assert (body["accepted"], [x["index"] for x in body["rejected"]]) == (2, [1])
+    assert body["rejected"][0]["error"].startswith("event_id: must not contain the NUL")
+    assert stored(server) == 2
+
+
 async def test_ndjson_with_a_torn_line(client: tuple[TestClient, Server]) -> None:
     cl, server = client
     body = orjson.dumps(order("A")) + b"\n{\"event_id\": \n" + orjson.dumps(order("B")) + b"\n"

@@ -50,6 +50,10 @@ def test_unknown_fields_are_kept_in_attributes() -> None:
     ({"attributes": "x"}, "attributes", "object"),
     ({"attributes": {"billing": {"interval": "week", "count": 3}}}, "attributes.billing", "month"),
     ({"attributes": {"billing": {"interval": "month", "count": 0}}}, "attributes.billing.count", "whole number"),
+    ({"event_id": "E\x001"}, "event_id", "NUL"),
+    ({"contract_id": "\x00"}, "contract_id", "NUL"),
+    ({"entity": "US\x0001"}, "entity", "NUL"),
+    ({"refs": {"invoice_id": "I\x00"}}, "refs.invoice_id", "NUL"),
 ])
 def test_each_bad_field_is_named_with_its_reason(change: dict[str, Any], field: str, reason: str) -> None:
     with pytest.raises(EventError) as err:
@@ -57,6 +61,11 @@ def test_each_bad_field_is_named_with_its_reason(change: dict[str, Any], field: 
     assert err.value.field == field
     assert str(err.value).startswith(f"{field}: ")
     assert reason in str(err.value)
+
+
+def test_a_nul_in_attributes_is_kept() -> None:
+    ev = parse_event({**GOOD, "attributes": {"note": "a\x00b"}})
+    assert ev.attributes == {"note": "a\x00b"}
 
 
 def test_contract_id_may_be_absent_when_refs_resolve_it() -> None:
