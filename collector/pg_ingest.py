@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from collector import conventions as c
 from collector.model import CanonicalEvent
 from collector.timeutil import to_us
@@ -27,6 +29,7 @@ _REF_COLS = [f"r_{k}" for k in c.JOIN_REFS]
 _COLUMNS = (("source", "text"), ("event_id", "text"), ("type", "text"), ("at_us", "bigint"), ("named", "text"),
             ("body", "text"), ("own_kind", "text"), ("own_ref", "text"), *((r, "text") for r in _REF_COLS),
             ("orphan_at", "bigint"))
+_NAMES = (*(name for name, _ in _COLUMNS), "ord")
 
 
 def _key_of(i: int, kind: str, col: str) -> str:
@@ -46,8 +49,7 @@ _WAIT_REFS = ", ".join(f"('{k}', n.{col})" for _, (k, col) in _JOINS)
 
 STATEMENT = f"""
 WITH b AS (
-  SELECT * FROM unnest({', '.join(f'%(a{i})b::{t}[]' for i, (_, t) in enumerate(_COLUMNS))})
-    WITH ORDINALITY AS b({', '.join(name for name, _ in _COLUMNS)}, ord)
+  SELECT * FROM json_to_recordset(%(rows)s::json) AS b({', '.join(f'{name} {t}' for name, t in _COLUMNS)}, ord bigint)
 ), fresh AS MATERIALIZED (
   SELECT b.* FROM b  -- a lookup per event (not an anti join, which without statistics scans every event)
   WHERE (SELECT e.id FROM events e WHERE e.source = b.source AND e.event_id = b.event_id) IS NULL
@@ -92,20 +94,17 @@ SELECT source, event_id FROM ins
 
 
 def params(batch: Sequence[CanonicalEvent], owned: dict[str, str], received_us: int, token: int) -> dict[str, Any]:
-    """The statement's parameters for a batch of distinct events (no two with one key)."""
-    cols: list[list[Any]] = [[] for _ in _COLUMNS]
-    for ev in batch:
+    """The statement's parameters for a batch of distinct events (no two with one key). The rows travel as one
+    JSON text: a dozen one-element arrays cost psycopg ~230 us to adapt, more than the statement's work."""
+    rows = []
+    for i, ev in enumerate(batch, 1):
         kind = owned.get(ev.type)
         own_ref = ev.refs.get(kind) if kind is not None else None
-        row = (ev.source, ev.event_id, ev.type, to_us(ev.occurred_at), ev.contract_id, ev.stored_json().decode(),
-               kind if own_ref is not None else None, own_ref, *(ev.refs.get(k) for k in c.JOIN_REFS),
-               orphan_at_us(ev))
-        for col, value in zip(cols, row, strict=True):
-            col.append(value)
-    out: dict[str, Any] = {f"a{i}": col for i, col in enumerate(cols)}
-    out["received"] = received_us
-    out["token"] = token
-    return out
+        values = (ev.source, ev.event_id, ev.type, to_us(ev.occurred_at), ev.contract_id, ev.stored_json().decode(),
+                  kind if own_ref is not None else None, own_ref, *(ev.refs.get(k) for k in c.JOIN_REFS),
+                  orphan_at_us(ev), i)
+        rows.append(dict(zip(_NAMES, values, strict=True)))
+    return {"rows": orjson.dumps(rows).decode(), "received": received_us, "token": token}
 
 
 def store(pg: Any, batch: Sequence[CanonicalEvent], owned: dict[str, str], received_us: int,
