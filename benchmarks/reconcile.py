@@ -136,4 +136,5 @@ async def incremental(bench: Bench, kind: str, srv: Server, client: Client, cont
     s = median(times)
     bench.add(Row("reconcile", kind, f"incremental evaluate after {NEW_EVENTS:,} new events, {contracts:,} contracts",
                   s, "s", f"≤ {INCREMENTAL_TARGET_S:.0f} s", ok=s <= INCREMENTAL_TARGET_S, runs=len(times),
-                  note=f"{median(evaluated):,.0f} contracts evaluated", profile=prof.top() if prof else []))
+                  note=f"runs {each(times, '{:.3f}')} s; {median(evaluated):,.0f} contracts evaluated",
+                  profile=prof.top() if prof else []))
