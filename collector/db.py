@@ -55,7 +55,7 @@ def make_engine(url: str, writer: bool = True, sync: str = "full", **kwargs: Any
     if sync == "normal" and url.startswith("postgresql"):
         kwargs.setdefault("connect_args", {"options": "-c synchronous_commit=off"})
     engine = create_engine(url, **kwargs)
-    _ping_when_idle(engine)
+    _check_before_lending(engine)
     return engine
 
 
@@ -63,7 +63,7 @@ PING_IDLE_S = 1.0
 _IDLE_SINCE = "revtrace_idle_since"
 
 
-def _ping_when_idle(engine: Engine) -> None:
+def _check_before_lending(engine: Engine) -> None:
     """Check a pooled PostgreSQL connection before lending it, without a round trip where none is needed.
     An idle connection has nothing to read unless its server closed it (or said why it will), so a socket
     that polls readable is dropped at no cost; one idle for PING_IDLE_S is pinged as well, for a server gone
@@ -76,7 +76,11 @@ def _ping_when_idle(engine: Engine) -> None:
         since = record.info.pop(_IDLE_SINCE, None)
         if since is None:  # a new connection
             return
-        if _readable(dbapi_conn.fileno()):
+        try:
+            closed = _readable(dbapi_conn.fileno())
+        except Exception as exc:  # a connection closed on this side has no socket left
+            raise InvalidatePoolError(f"unusable connection: {exc}") from exc
+        if closed:
             raise InvalidatePoolError("the server closed the connection while it was idle")
         if time.monotonic() - since < PING_IDLE_S:
             return

@@ -146,6 +146,12 @@ def test_a_connection_is_pinged_only_once_it_sat_idle_and_replaced_if_the_ping_f
             assert conn.connection.dbapi_connection is not first
             assert conn.execute(text("SELECT 1")).scalar_one() == 1
         assert pinged == [first]
+        with engine.connect() as conn:
+            second = conn.connection.dbapi_connection
+        second.close()  # closed on this side while idle: no socket left to poll, and replaced all the same
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection is not second
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
     finally:
         engine.dispose()
 
