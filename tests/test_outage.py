@@ -18,7 +18,6 @@ from sqlalchemy.exc import OperationalError
 
 from benchmarks.db_proxy import DatabaseProxy
 from collector import conventions as c
-from collector import db
 from collector.db import make_engine, upgrade
 from collector.outage import store_unavailable
 from collector.schema import events
@@ -121,39 +120,6 @@ async def test_connections_dropped_while_idle_cost_no_request(
     assert stored(pg_url) == 4 + 1 + 100
     r = await post(client, many)  # each stored once
     assert r.status == 200 and (await r.json())["duplicates"] == 100
-
-
-@pytest.mark.postgres
-def test_a_connection_is_pinged_only_once_it_sat_idle_and_replaced_if_the_ping_fails(
-        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = make_engine(pg_url)
-    pinged: list[Any] = []
-
-    def ping(dbapi_conn: Any) -> bool:
-        pinged.append(dbapi_conn)
-        raise psycopg.OperationalError("gone")
-
-    monkeypatch.setattr(engine.dialect, "do_ping", ping)
-    try:
-        with engine.connect() as conn:
-            first = conn.connection.dbapi_connection
-        monkeypatch.setattr(db, "PING_IDLE_S", 3600.0)
-        with engine.connect() as conn:  # back at once: no round trip spent on a ping
-            assert conn.connection.dbapi_connection is first
-        assert pinged == []
-        monkeypatch.setattr(db, "PING_IDLE_S", 0.0)
-        with engine.connect() as conn:  # idle long enough: pinged, found dead, and a new one lent instead
-            assert conn.connection.dbapi_connection is not first
-            assert conn.execute(text("SELECT 1")).scalar_one() == 1
-        assert pinged == [first]
-        with engine.connect() as conn:
-            second = conn.connection.dbapi_connection
-        second.close()  # closed on this side while idle: no socket left to poll, and replaced all the same
-        with engine.connect() as conn:
-            assert conn.connection.dbapi_connection is not second
-            assert conn.execute(text("SELECT 1")).scalar_one() == 1
-    finally:
-        engine.dispose()
 
 
 def test_a_locked_sqlite_store_is_unavailable_but_a_bad_statement_is_a_bug(sqlite_url: str) -> None:
