@@ -79,7 +79,6 @@ async def measure(bench: Bench, kind: str, client: Client, tag: str) -> None:
                   note=f"runs {each(p99s, '{:.3f}')} s; {note}"))
 
 
-
 async def _run(bench: Bench, client: Client, tag: str, feed_index: int) -> LatencyRun:
     opts = bench.opts
     per_tick = int(opts.latency_rate * TICK)

@@ -24,12 +24,12 @@ from collector.timeutil import to_us
 from collector.waiting import orphan_at_us
 
 UP_TO = 64  # events in a batch stored this way
-# One text array per join ref, named r_<kind>, in JOIN_REFS order.
+# One text field per join ref, named r_<kind>, in JOIN_REFS order.
 _REF_COLS = [f"r_{k}" for k in c.JOIN_REFS]
 _COLUMNS = (("source", "text"), ("event_id", "text"), ("type", "text"), ("at_us", "bigint"), ("named", "text"),
             ("body", "text"), ("own_kind", "text"), ("own_ref", "text"), *((r, "text") for r in _REF_COLS),
-            ("orphan_at", "bigint"))
-_NAMES = (*(name for name, _ in _COLUMNS), "ord")
+            ("orphan_at", "bigint"), ("ord", "bigint"))  # a row of the JSON parameter; ord is its place in the batch
+_NAMES = tuple(name for name, _ in _COLUMNS)
 
 
 def _key_of(i: int, kind: str, col: str) -> str:
@@ -49,7 +49,7 @@ _WAIT_REFS = ", ".join(f"('{k}', n.{col})" for _, (k, col) in _JOINS)
 
 STATEMENT = f"""
 WITH b AS (
-  SELECT * FROM json_to_recordset(%(rows)s::json) AS b({', '.join(f'{name} {t}' for name, t in _COLUMNS)}, ord bigint)
+  SELECT * FROM json_to_recordset(%(rows)s::json) AS b({', '.join(f'{name} {t}' for name, t in _COLUMNS)})
 ), fresh AS MATERIALIZED (
   SELECT b.* FROM b  -- a lookup per event (not an anti join, which without statistics scans every event)
   WHERE (SELECT e.id FROM events e WHERE e.source = b.source AND e.event_id = b.event_id) IS NULL

@@ -47,7 +47,6 @@ def test_a_connection_is_pinged_only_once_it_sat_idle_and_replaced_if_the_ping_f
         engine.dispose()
 
 
-
 def test_the_sqlite_wal_is_cut_back_once_a_checkpoint_has_emptied_it(
         sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(db, "WAL_KEEP_BYTES", 2**20)
