@@ -18,6 +18,7 @@ CHUNK = 2000  # values per IN (...): few statements, well under every driver's p
 EVENT_COLUMNS = ("source", "event_id", "type", "at_us", "contract_key", "received_us", "body")
 _SQLITE_INSERT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
                   f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})")
+_PG_COPY_CLAIMS = "COPY ref_map (kind, ref, contract_key) FROM STDIN"
 _PG_COPY_DIRECT = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 _PG_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS incoming_events ({', '.join(EVENT_COLUMNS)}) "
              "ON COMMIT DELETE ROWS AS SELECT " + ", ".join(EVENT_COLUMNS) + " FROM events WITH NO DATA")
@@ -71,12 +72,29 @@ def add_claims(conn: Connection, rows: Sequence[tuple[str, str, str]]) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        with driver(conn).cursor() as cur:
-            cur.execute("INSERT INTO ref_map (kind, ref, contract_key) "
-                        "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING",
-                        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+        _pg_add_claims(conn, rows)
         return
     sqlite_many(conn, "INSERT INTO ref_map (kind, ref, contract_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)
+
+
+def _pg_add_claims(conn: Connection, rows: Sequence[tuple[str, str, str]]) -> None:
+    """A claim is nearly always a new document's, so the claims are COPYed straight in, in a savepoint, as
+    events are: INSERT ... ON CONFLICT DO NOTHING inserts each row speculatively, 57 ms for 9,400 claims
+    here against 21 ms by COPY. A ref claimed before (a document sent again under a new event id), or by
+    a round committing meanwhile, makes the COPY fail; then the claims go through ON CONFLICT DO NOTHING,
+    where the first claim stays. Rows come in key order (keep_claims), so two rounds never deadlock."""
+    pg = driver(conn)
+    try:
+        with pg.transaction(), pg.cursor() as cur, cur.copy(_PG_COPY_CLAIMS) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    except psycopg.errors.UniqueViolation:
+        pass
+    with pg.cursor() as cur:
+        cur.execute("INSERT INTO ref_map (kind, ref, contract_key) "
+                    "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING",
+                    ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
 
 
 def insert_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, str]]:
