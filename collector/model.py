@@ -29,9 +29,11 @@ class EventError(ValueError):
         self.field = field_name
 
 
-class CanonicalEvent(Struct, frozen=True):
+class CanonicalEvent(Struct, frozen=True, gc=False):
     """Immutable; a Struct rather than a frozen dataclass, whose generated __init__ sets each field through
-    object.__setattr__ and cost more than the whole JSON decode of the event."""
+    object.__setattr__ and cost more than the whole JSON decode of the event. Left out of the cyclic
+    garbage collector (gc=False): what it holds comes from JSON and never refers back to it, and a request
+    or a chunk of a pass holds tens of thousands of events that each collection would otherwise walk."""
     event_id: str
     source: str
     type: str
@@ -107,7 +109,7 @@ _Money = Annotated[str, Meta(pattern=r"^-?\d{1,15}(\.\d{1,6})?$")]
 _RefKey = Literal["order_id", "invoice_id", "posting_id", "payment_id", "account_id"]
 
 
-class _Refs(Struct, forbid_unknown_fields=True):
+class _Refs(Struct, forbid_unknown_fields=True, gc=False):
     order_id: _Id | None = None
     invoice_id: _Id | None = None
     posting_id: _Id | None = None
@@ -115,7 +117,7 @@ class _Refs(Struct, forbid_unknown_fields=True):
     account_id: _Id | None = None
 
 
-class _Wire(Struct):
+class _Wire(Struct, gc=False):
     event_id: _Id
     source: Literal["crm", "billing", "erp", "payment"]
     type: Literal["order.booked", "order.amended", "order.cancelled", "invoice.issued", "invoice.voided",

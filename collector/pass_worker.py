@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import event
 
+from collector import gc_policy
 from collector.db import make_engine
 from collector.evaluate import PassResult, Reconciler, start_examiner
 from collector.policy import Policy
@@ -69,6 +70,7 @@ def _start(url: str, policy: Policy) -> None:
     _examiners.start()
     _reconciler = Reconciler(engine, policy, lambda: time.time_ns() // 1000,
                              read_engine=make_engine(url, writer=False), examiners=_examiners)
+    gc_policy.for_bulk_work()
 
 
 def _checkpoint_less_often(dbapi_conn: Any, _record: Any) -> None:
@@ -93,6 +95,7 @@ def _examiner_pid(_: int) -> int:
 def _start_examiner(url: str, policy: Policy) -> None:
     _follow_parent()
     start_examiner(url, policy)
+    gc_policy.for_bulk_work()
 
 
 def _follow_parent() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from aiohttp import web
 
+from collector import gc_policy
 from collector.db import make_engine, upgrade
 from revtrace.config import ConfigError, Settings, load
 
@@ -39,7 +40,9 @@ def serve(config: str | None) -> None:
     if not settings.tokens:
         raise click.ClickException("no tokens: set REVTRACE_ADMIN_TOKEN or list tokens in revtrace.yaml")
     host, port = settings.host_port
-    web.run_app(Server(settings).app(), host=host, port=port, print=lambda msg: click.echo(msg), access_log=None)
+    app = Server(settings).app()
+    gc_policy.for_bulk_work()
+    web.run_app(app, host=host, port=port, print=lambda msg: click.echo(msg), access_log=None)
 
 
 @main.command()
