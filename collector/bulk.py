@@ -17,7 +17,7 @@ _event_key = itemgetter(0, 1)  # (source, event_id) of an EVENT_COLUMNS row
 CHUNK = 2000  # values per IN (...): few statements, well under every driver's parameter limit
 EVENT_COLUMNS = ("source", "event_id", "type", "at_us", "contract_key", "received_us", "body")
 _SQLITE_INSERT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
-                  f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})")
+                  f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) ON CONFLICT (source, event_id) DO NOTHING")
 _PG_COPY_CLAIMS = "COPY ref_map (kind, ref, contract_key) FROM STDIN"
 _PG_COPY_DIRECT = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 _PG_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS incoming_events ({', '.join(EVENT_COLUMNS)}) "
@@ -103,9 +103,20 @@ def insert_events(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[tupl
         return set()
     if conn.dialect.name == "postgresql":
         return _pg_insert_events(driver(conn), rows)
-    # SQLite: this is the only writer, and stored_keys found none of these, so every row is new.
-    sqlite_many(conn, _SQLITE_INSERT, rows)
-    return {(r[0], r[1]) for r in rows}
+    return _sqlite_insert_events(driver(conn), rows)
+
+
+def _sqlite_insert_events(db: Any, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, str]]:
+    """The insert itself passes over the rows stored before (ON CONFLICT DO NOTHING), which spares a lookup of
+    every key first. This connection holds SQLite's write lock (BEGIN IMMEDIATE), so the rows it inserts take
+    the row ids after the largest stored: only a batch that held some replays reads back which went in."""
+    before = db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+    inserted = db.executemany(_SQLITE_INSERT, rows).rowcount
+    if inserted == len(rows):
+        return {(r[0], r[1]) for r in rows}
+    if inserted == 0:
+        return set()
+    return set(db.execute("SELECT source, event_id FROM events WHERE id > ?", (before,)).fetchall())
 
 
 def _pg_insert_events(pg: Any, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, str]]:

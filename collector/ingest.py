@@ -61,9 +61,13 @@ class EventStore:
     def _store(self, conn: Connection, batch: list[CanonicalEvent], token: int) -> set[tuple[str, str]]:
         """Store these distinct events in the connection's transaction, a statement per step (pg_ingest does
         the same steps in one statement)."""
-        # Replays are found first, so that a batch of replays writes nothing and costs no more than a new one.
-        stored_before = bulk.stored_keys(conn, [ev.key for ev in batch])
-        unique = [ev for ev in batch if ev.key not in stored_before]
+        if conn.dialect.name == "postgresql":
+            # Replays are found first, so that a batch of replays writes nothing and costs no more than a new
+            # one; new events are then COPYed. SQLite's insert passes over replays itself (bulk.insert_events).
+            stored_before = bulk.stored_keys(conn, [ev.key for ev in batch])
+            unique = [ev for ev in batch if ev.key not in stored_before]
+        else:
+            unique = batch
         contracts = self._contract_keys(conn, unique)
         inserted = self._insert(conn, unique, contracts)
         claims: list[tuple[str, str, str]] = []
