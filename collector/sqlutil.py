@@ -74,6 +74,16 @@ def driver_rows_among(conn: Connection, sql: str, values: Sequence[str]) -> list
     return sqlite_rows(conn, f"{sql} IN ({', '.join('?' * len(values))})", values)
 
 
+def driver_rows_between(conn: Connection, sql: str, low: str, high: str) -> list[tuple[Any, ...]]:
+    """The rows of `sql`, which ends in a text column, with "BETWEEN low AND high" appended (in the store's
+    collation); straight through the driver as plain tuples."""
+    if conn.dialect.name == "postgresql":
+        with driver(conn).cursor() as cur:
+            cur.execute(f"{sql} BETWEEN %s AND %s", (low, high))
+            return cur.fetchall()
+    return sqlite_rows(conn, f"{sql} BETWEEN ? AND ?", (low, high))
+
+
 def driver(conn: Connection) -> Any:
     """The driver's own connection under this one (psycopg's for COPY and arrays)."""
     return conn.connection.driver_connection
