@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import dataset, latency, limits, reads, reconcile
+from benchmarks import dataset, floor, latency, limits, reads, reconcile
 from benchmarks.bench import SECTIONS, Bench, Options, median
 from benchmarks.client import Client
 from benchmarks.crosscheck import CrossCheck
@@ -85,6 +85,7 @@ async def ingest_section(bench: Bench, kind: str) -> None:
         if len(batches) * BATCH >= opts.ingest_events:
             break
     bodies = list(bodies_of(batches))
+    floor_bulk, floor_single = await floor_section(bench, kind, bodies, batches)
     runs: list[float] = []
     replay: dict[str, list[float]] = {"replay": [], "new": []}
     singles: list[float] = []
@@ -106,12 +107,7 @@ async def ingest_section(bench: Bench, kind: str) -> None:
                                          [body for _, body in bodies_of(fresh)])
                 replay["replay"].append(rv["replay"])
                 replay["new"].append(rv["new"])
-                one = Client(srv.base, srv.token, connections=1)
-                try:
-                    singles.append(await single_events(one, renamed(batches[-1][:20_000], f"s{r}"),
-                                                       opts.single_seconds))
-                finally:
-                    await one.close()
+                singles.append(await singles_on(srv, batches, f"s{r}", opts.single_seconds))
             finally:
                 await client.close()
     limit = bench.insert_limit.get(kind)
@@ -122,6 +118,8 @@ async def ingest_section(bench: Bench, kind: str) -> None:
     parse_limit = bench.parse_limit.get("orjson")
     bench.add(Row("ingest", kind, "same, against the JSON parse rate of the same bytes", rate, "ev/s",
                   limit=parse_limit, limit_name="orjson parse", runs=len(runs)))
+    bench.add(Row("ingest", kind, "same, against a minimal server storing the same batches", rate, "ev/s",
+                  limit=floor_bulk, limit_name="minimal server", runs=len(runs)))
     r_s, n_s = median(replay["replay"]), median(replay["new"])
     bench.add(Row("ingest", kind, "a batch of 10,000 replays (all duplicates)", r_s, "s", "≤ a new batch",
                   ok=r_s <= n_s, limit=n_s, limit_name="new batch", runs=len(replay["replay"]) * 3))
@@ -129,8 +127,40 @@ async def ingest_section(bench: Bench, kind: str) -> None:
     bench.add(Row("ingest", kind, "single events, one keep-alive connection", s, "ev/s", "≥ 2,000/s",
                   ok=s >= 2000, runs=len(singles), limit=bench.commit_limit.get(kind), limit_name="durable commits",
                   note="one request at a time, each answered after its commit reached the disk"))
+    bench.add(Row("ingest", kind, "same, against a minimal server storing single events", s, "ev/s",
+                  limit=floor_single, limit_name="minimal server", runs=len(singles)))
     if kind == "sqlite":
         await singles_without_fsync(bench, batches)
+
+
+async def singles_on(srv: Server, batches: list[list[bytes]], tag: str, seconds: float) -> float:
+    """Single events/s on one keep-alive connection, the last batch's events under new ids."""
+    one = Client(srv.base, srv.token, connections=1)
+    try:
+        return await single_events(one, renamed(batches[-1][:20_000], tag), seconds)
+    finally:
+        await one.close()
+
+
+async def floor_section(bench: Bench, kind: str, bodies: list[tuple[int, bytes]],
+                        batches: list[list[bytes]]) -> tuple[float, float]:
+    """The same bulk and single-event measures against a minimal server (benchmarks/floor.py): what any
+    Python server on this machine gets at the least work that acknowledges events durably."""
+    bulk, single = [], []
+    for r in range(bench.opts.runs):
+        with scratch(kind) as store, Server(store.url, name="floor", command=floor.MODULE) as srv:
+            client = Client(srv.base, srv.token)
+            try:
+                bulk.append((await post_all(client, bodies, bench.opts.clients)).rate)
+            finally:
+                await client.close()
+            single.append(await singles_on(srv, batches, f"f{r}", bench.opts.single_seconds))
+    what = "split, orjson, executemany and commit a request; no validation, correlation, claims or marks"
+    bench.add(Row("limit", kind, f"a minimal aiohttp server: the same batches, {bench.opts.clients} clients",
+                  median(bulk), "ev/s", runs=len(bulk), note=f"benchmarks/floor.py: {what}"))
+    bench.add(Row("limit", kind, "the same minimal server: single events, one keep-alive connection",
+                  median(single), "ev/s", runs=len(single), note="each answered after its durable commit"))
+    return median(bulk), median(single)
 
 
 async def singles_without_fsync(bench: Bench, batches: list[list[bytes]]) -> None:

@@ -41,17 +41,21 @@ def parse_rates(batches: Sequence[Sequence[bytes]], runs: int) -> dict[str, floa
     return out
 
 
+def row_of(line: bytes, received_us: int) -> tuple[Any, ...]:
+    """revtrace's `events` row of one event's JSON text, the body kept as sent."""
+    ev = orjson.loads(line)
+    at = datetime.fromisoformat(ev["occurred_at"])
+    return (ev["source"], ev["event_id"], ev["type"], int(at.timestamp() * 1_000_000), ev.get("contract_id"),
+            received_us, line.decode())
+
+
 def rows_of(lines: Sequence[bytes]) -> list[tuple[Any, ...]]:
-    """revtrace's `events` row for each distinct (source, event_id), the body kept as sent."""
+    """The row of each distinct (source, event_id)."""
     seen: dict[tuple[str, str], tuple[Any, ...]] = {}
     received = time.time_ns() // 1000
     for line in lines:
-        ev = orjson.loads(line)
-        key = (ev["source"], ev["event_id"])
-        if key not in seen:
-            at = datetime.fromisoformat(ev["occurred_at"])
-            seen[key] = (ev["source"], ev["event_id"], ev["type"], int(at.timestamp() * 1_000_000),
-                         ev.get("contract_id"), received, line.decode())
+        row = row_of(line, received)
+        seen.setdefault((row[0], row[1]), row)
     return list(seen.values())
 
 

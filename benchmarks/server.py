@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -62,8 +63,12 @@ class Server:
     shows them); without it they live in a temporary folder removed by the stop."""
 
     def __init__(self, database_url: str, *, evaluate_every: float | None = None, name: str = "server",
-                 settings: dict[str, str] | None = None, workdir: Path | None = None):
+                 settings: dict[str, str] | None = None, workdir: Path | None = None,
+                 command: Sequence[str] | None = None):
+        """`command`: another module to run (`python -m ...`) in place of `revtrace serve`, on the same
+        environment (benchmarks/floor.py)."""
         self.database_url, self.evaluate_every, self.name = database_url, evaluate_every, name
+        self.command = command
         self.settings = settings or {}
         self.token = secrets.token_urlsafe(18)
         self.port = free_port()
@@ -109,7 +114,8 @@ class Server:
             log.write(f"--- start {self.starts}\n".encode())
             log.flush()
             # A session of its own: a Ctrl-C at the terminal reaches only the caller, which then stops the server.
-            self.proc = subprocess.Popen([sys.executable, "-m", "revtrace", "serve", "--config", str(config)],
+            argv = self.command or ("revtrace", "serve", "--config", str(config))
+            self.proc = subprocess.Popen([sys.executable, "-m", *argv],
                                          cwd=self.workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         sampler = RssSampler(self.proc.pid)
