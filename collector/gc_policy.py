@@ -1,4 +1,4 @@
-"""The cyclic garbage collector of revtrace's processes (the server, its pass worker, the examiners).
+"""The cyclic garbage collector of the server and the examiners (the pass worker keeps Python's own).
 
 Each of them allocates objects by the hundred thousand a second (a 10,000-event request, a chunk of a pass)
 and frees nearly all of them by reference counting, in order; cycles are rare. At Python's default a young
