@@ -20,7 +20,7 @@ import psycopg
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-from benchmarks.limits import COLUMNS, DDL, row_of
+from benchmarks.limits import DDL, insert_sql, row_of
 
 MODULE = ("benchmarks.floor",)  # for benchmarks.server.Server's `command`
 _RAW = msgspec.json.Decoder(list[msgspec.Raw])
@@ -38,8 +38,7 @@ class SqliteTable:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute(DDL.format(id="INTEGER"))
-        self.stmt = (f"INSERT INTO raw_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-                     "ON CONFLICT DO NOTHING")
+        self.stmt = insert_sql("?", "ON CONFLICT DO NOTHING")
 
     def insert(self, rows: Sequence[tuple[Any, ...]]) -> int:
         self.db.execute("BEGIN IMMEDIATE")
@@ -55,8 +54,7 @@ class PostgresTable:
         self.db = psycopg.connect(dsn)
         self.db.execute(DDL.format(id="BIGSERIAL"))
         self.db.commit()
-        self.stmt = (f"INSERT INTO raw_events ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
-                     "ON CONFLICT DO NOTHING")
+        self.stmt = insert_sql("%s", "ON CONFLICT DO NOTHING")
 
     def insert(self, rows: Sequence[tuple[Any, ...]]) -> int:
         with self.db.cursor() as cur:

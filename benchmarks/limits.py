@@ -24,6 +24,11 @@ type VARCHAR(32) NOT NULL, at_us BIGINT NOT NULL, contract_key VARCHAR(200), rec
 body TEXT NOT NULL, UNIQUE (source, event_id))"""
 
 
+def insert_sql(mark: str, conflict: str = "") -> str:
+    """The INSERT of rows of COLUMNS into raw_events, with the driver's parameter mark ("?" or "%s")."""
+    return f"INSERT INTO raw_events ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))}) {conflict}"
+
+
 def parse_rates(batches: Sequence[Sequence[bytes]], runs: int) -> dict[str, float]:
     """Events per second (median of `runs`) through orjson.loads and json.loads of the 10,000-event array
     bodies the clients send."""
@@ -65,7 +70,7 @@ def sqlite_rate(rows: Sequence[tuple[Any, ...]], folder: Path, per_tx: int = TX_
     per transaction this is the disk's rate of synced commits, which bounds single acknowledged events."""
     path = folder / "raw.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    stmt = f"INSERT INTO raw_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    stmt = insert_sql("?")
 
     def tx(chunk: Sequence[tuple[Any, ...]]) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -89,7 +94,7 @@ def postgres_rate(rows: Sequence[tuple[Any, ...]], dsn: str, per_tx: int = TX_RO
     with psycopg.connect(dsn) as conn:
         conn.execute(DDL.format(id="BIGSERIAL"))
         conn.commit()
-        stmt = f"INSERT INTO raw_events ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+        stmt = insert_sql("%s")
 
         def tx(chunk: Sequence[tuple[Any, ...]]) -> None:
             with conn.cursor() as cur:

@@ -115,21 +115,18 @@ class Examiner:
         survives this pass and the next one looks again."""
         # Through the driver, all at once: row by row through SQLAlchemy, the per-row calls cost a tenth of
         # the pass.
-        if run:
-            # Half the time of a lookup per key. A contract that arrived in the range since it was listed is
-            # left, with its mark, to the next pass.
-            wanted = set(keys)
-            marks = {k: t for k, t in driver_rows_between(
-                conn, "SELECT contract_key, token FROM dirty WHERE contract_key", keys[0], keys[-1]) if k in wanted}
-            rows = driver_rows_between(conn, "SELECT contract_key, body FROM events WHERE contract_key",
-                                       keys[0], keys[-1])
-        else:
-            marks = dict(conn.execute(select(dirty.c.contract_key, dirty.c.token)
-                                      .where(among(conn, dirty.c.contract_key, keys))).all())
-            rows = driver_rows_among(conn, "SELECT contract_key, body FROM events WHERE contract_key", keys)
-        ex = _Examined(marks)
+        def read(sql: str) -> list[tuple[Any, ...]]:
+            # A run is read by one range scan, half the time of a lookup per key.
+            if run:
+                return driver_rows_between(conn, sql, keys[0], keys[-1])
+            return driver_rows_among(conn, sql, keys)
+
+        # A contract that landed inside a run since it was listed is left, with its mark, to the next pass.
+        wanted = set(keys)
+        ex = _Examined({k: t for k, t in read("SELECT contract_key, token FROM dirty WHERE contract_key")
+                        if k in wanted})
         by_key: dict[str, list[CanonicalEvent]] = defaultdict(list)
-        for key, body in rows:
+        for key, body in read("SELECT contract_key, body FROM events WHERE contract_key"):
             by_key[key].append(load_event(body))
         now = from_us(now_us)
         for key in keys:
@@ -188,8 +185,8 @@ class Reconciler:
         self._join_waiting(now_us, res, full)
         written = 0
         pool = self.examiners() if self.examiners is not None else None
-        # Each kind of key is listed once the chunks of the kind before are written: a key of both
-        # kinds is then examined again only if an event changed it meanwhile.
+        # An incremental pass lists each kind of key (marks, then windows due) once the chunks of the kind
+        # before are written: a key of both kinds is then examined again only if an event changed it meanwhile.
         for batches in self._all_keys() if full else self._changed_keys(now_us):
             for examined in self._examined(pool, batches if full else _split(batches), now_us, full):
                 with self.engine.begin() as conn:
@@ -209,7 +206,7 @@ class Reconciler:
     # -- which contracts
 
     def _changed_keys(self, now_us: int) -> tuple[Iterator[list[str]], ...]:
-        return self._paged(select(dirty.c.contract_key), dirty.c.contract_key, PASS_CHUNK), self._due(now_us)
+        return self._paged(lambda last: _keys_after(dirty.c.contract_key, last, PASS_CHUNK)), self._due(now_us)
 
     def _due(self, now_us: int) -> Iterator[list[str]]:
         # All at once through the next_due index: paged in key order, the planner walks every contract's key
@@ -224,32 +221,19 @@ class Reconciler:
         """Every contract once: it has a row once a pass has seen it, and a dirty mark until then. Both tables
         are paged together in the store's key order, so that each chunk is a run of consecutive contracts
         (see Examiner.examine)."""
-        return (self._paged_union(FULL_CHUNK),)
-
-    def _paged_union(self, size: int) -> Iterator[list[str]]:
-        last: str | None = None
-        while True:
+        def page(last: str | None) -> Any:
             # Each side limited on its own index: a limit on the union alone would sort every remaining key.
-            sides = []
-            for key in (contracts.c.contract_key, dirty.c.contract_key):
-                side = select(key.label("k")).order_by(key).limit(size)
-                sides.append(side.where(key > last) if last is not None else side)
-            both = union(*(select(side.subquery().c.k) for side in sides)).subquery()
-            with self.read_engine.connect() as conn:
-                keys = list(conn.execute(select(both.c.k).order_by(both.c.k).limit(size)).scalars())
-            if not keys:
-                return
-            yield keys
-            last = keys[-1]
+            both = union(*(select(_keys_after(key, last, FULL_CHUNK).subquery().c.k)
+                           for key in (contracts.c.contract_key, dirty.c.contract_key))).subquery()
+            return select(both.c.k).order_by(both.c.k).limit(FULL_CHUNK)
+        return (self._paged(page),)
 
-    def _paged(self, query: Any, key: Any, size: int) -> Iterator[list[str]]:
+    def _paged(self, page: Callable[[str | None], Any]) -> Iterator[list[str]]:
+        """Keys in order, page by page: `page` builds the query of the keys after the last one listed."""
         last: str | None = None
         while True:
-            q = query.order_by(key).limit(size)
-            if last is not None:
-                q = q.where(key > last)
             with self.read_engine.connect() as conn:
-                keys = [r[0] for r in conn.execute(q)]
+                keys = list(conn.execute(page(last)).scalars())
             if not keys:
                 return
             yield keys
@@ -388,6 +372,12 @@ def write_contracts(conn: Connection, rows: list[tuple[Any, ...]], prev: dict[st
     upsert(conn, contracts, [dict(zip(CONTRACT_COLUMNS, row, strict=True)) for row in rows], ["contract_key"])
     add_to(conn, contract_totals, _total_deltas(rows, prev), ["currency", "stage"])
     add_to(conn, lag_buckets, lag_bucket_deltas(_lag_changes(rows, prev)), ["hop", "bucket"])
+
+
+def _keys_after(key: Any, last: str | None, size: int) -> Any:
+    """Up to `size` values of a key column after `last`, in order, by its index."""
+    q = select(key.label("k")).order_by(key).limit(size)
+    return q if last is None else q.where(key > last)
 
 
 def _split(batches: Iterator[list[str]]) -> Iterator[list[str]]:
