@@ -138,5 +138,6 @@ class Server:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.passes.shutdown)
         self.executor.shutdown(wait=True)
         self.ingest_executor.shutdown(wait=True)
+        self.store.close()
         self.engine.dispose()
         self.read_engine.dispose()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from collector import bulk, pg_ingest
+from collector import bulk, ingest, pg_ingest
 from collector.db import make_engine, upgrade
 from collector.ingest import EventStore
 from collector.model import parse_event
@@ -152,4 +152,31 @@ def test_concurrent_writers_of_the_same_events_store_each_once_and_never_deadloc
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar_one() == len(batch)
         assert conn.execute(select(func.count()).select_from(dirty)).scalar_one() == contracts
+    engine.dispose()
+
+
+def test_a_write_that_fails_part_way_stores_nothing_and_the_next_one_stores(db_url: str,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last step of the transaction fails after the events went in: none of them is stored, and the
+    store takes the same batch again (on SQLite through the connection it keeps, which the failure
+    replaced)."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    store = EventStore(engine, lambda: 1_700_000_000_000_000)
+    monkeypatch.setattr(pg_ingest, "UP_TO", 0)  # the statement-per-step path, on both databases
+    batch = [parse_event(e) for e in BATCHES[0]]
+    real_upsert = ingest.upsert
+
+    def failing(*a: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ingest, "upsert", failing)
+    with pytest.raises(OSError, match="disk full"):
+        store.store(batch)
+    assert _state(engine) == {"events": [], "claims": [], "dirty": [], "waiting": [], "waiting_refs": []}
+    monkeypatch.setattr(ingest, "upsert", real_upsert)
+    assert store.store(batch).new == [True, True]
+    assert store.store(batch).new == [False, False]
+    assert len(_state(engine)["events"]) == 2
+    store.close()
     engine.dispose()
