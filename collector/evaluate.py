@@ -39,6 +39,7 @@ from collector.sqlutil import (
     insert_rows,
     update_rows,
     upsert,
+    upsert_tuples,
 )
 from collector.timeutil import from_us, to_us, to_us_delta
 from collector.trace import Summary, summarize
@@ -369,7 +370,7 @@ _compared = itemgetter(*(i for i, name in enumerate(CONTRACT_COLUMNS) if name !=
 def write_contracts(conn: Connection, rows: list[tuple[Any, ...]], prev: dict[str, Sequence[Any]]) -> None:
     """Write these contracts' rows (in CONTRACT_COLUMNS order) over their stored ones `prev`, and what they
     change of the totals read beside them: money by currency and stage, lags by bucket."""
-    upsert(conn, contracts, [dict(zip(CONTRACT_COLUMNS, row, strict=True)) for row in rows], ["contract_key"])
+    upsert_tuples(conn, contracts, CONTRACT_COLUMNS, rows, ["contract_key"])
     add_to(conn, contract_totals, _total_deltas(rows, prev), ["currency", "stage"])
     add_to(conn, lag_buckets, lag_bucket_deltas(_lag_changes(rows, prev)), ["hop", "bucket"])
 

@@ -7,41 +7,59 @@ from typing import Any
 from sqlalchemy import BigInteger, Connection, Float, Integer, String, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 
+Rows = Sequence[dict[str, Any]]  # rows as dicts of the same columns
 
-def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+
+def insert_ignore(conn: Connection, table: Table, rows: Rows, keys: Sequence[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO NOTHING."""
     if rows:
-        _insert(conn, table, rows, f"ON CONFLICT ({', '.join(keys)}) DO NOTHING")
+        _insert(conn, table, *_tuples(rows), f"ON CONFLICT ({', '.join(keys)}) DO NOTHING")
 
 
-def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+def upsert(conn: Connection, table: Table, rows: Rows, keys: Sequence[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE every other column to the new value."""
-    _on_conflict_update(conn, table, rows, keys, add=False)
+    if rows:
+        upsert_tuples(conn, table, *_tuples(rows), keys)
 
 
-def add_to(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+def upsert_tuples(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                  keys: Sequence[str]) -> None:
+    """`upsert` of rows given as tuples in `columns` order, as a pass holds its contract rows."""
+    _on_conflict_update(conn, table, columns, rows, keys, add=False)
+
+
+def add_to(conn: Connection, table: Table, rows: Rows, keys: Sequence[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE every other column to its sum with the new value."""
-    _on_conflict_update(conn, table, rows, keys, add=True)
+    if rows:
+        _on_conflict_update(conn, table, *_tuples(rows), keys, add=True)
 
 
-def _on_conflict_update(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str],
-                        add: bool) -> None:
+def _tuples(rows: Rows) -> tuple[list[str], list[tuple[Any, ...]]]:
+    cols = list(rows[0])
+    return cols, [tuple(r[c] for c in cols) for r in rows]
+
+
+def _on_conflict_update(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                        keys: Sequence[str], add: bool) -> None:
     if not rows:
         return
-    others = [c for c in rows[0] if c not in keys]
+    others = [c for c in columns if c not in keys]
     sets = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" if add else f"{c} = excluded.{c}" for c in others)
-    _insert(conn, table, rows, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
+    _insert(conn, table, columns, rows, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
 
 
-def _insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], conflict: str) -> None:
-    """The rows in one go: on PostgreSQL as column arrays, on SQLite by the driver's executemany on tuples
-    (SQLAlchemy would build and compile a statement each time, which costs more than the insert)."""
+def _insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+            conflict: str) -> None:
+    """The rows in one go: on PostgreSQL as column arrays, on SQLite by the driver's executemany (SQLAlchemy
+    would build and compile a statement each time, which costs more than the insert)."""
     if conn.dialect.name == "postgresql":
-        _pg_unnest(conn, table, rows, conflict)
+        casts, arrays = _pg_arrays(table, columns, rows)
+        with driver(conn).cursor() as cur:
+            cur.execute(f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({casts}) {conflict}",
+                        arrays)
         return
-    cols = list(rows[0])
-    sqlite_many(conn, f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) {conflict}",
-                [tuple(r[c] for c in cols) for r in rows])
+    sqlite_many(conn, f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                f"{conflict}", rows)
 
 
 def sqlite_rows(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -98,30 +116,21 @@ def _pg_type(column: Any) -> str:
     return "text"
 
 
-def _pg_arrays(table: Table, rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> tuple[str, list[list[Any]]]:
+def _pg_arrays(table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list[list[Any]]]:
     """The columns of the rows as arrays, and their casts (%b::type[], ...) to unnest them in one statement.
     Arrays go in binary (%b): psycopg builds a 10,000-element one in a third of the time it takes in text."""
-    types = [_pg_type(table.c[c]) for c in cols]
+    types = [_pg_type(table.c[c]) for c in columns]
     # A float column's array must hold floats only: a binary array is of one element type.
-    arrays = [[r[c] for r in rows] if t != "double precision" else [None if r[c] is None else float(r[c]) for r in rows]
-              for c, t in zip(cols, types, strict=True)]
+    arrays = [list(values) if t != "double precision" else [None if v is None else float(v) for v in values]
+              for values, t in zip(zip(*rows, strict=True), types, strict=True)]
     return ", ".join(f"%b::{t}[]" for t in types), arrays
 
 
-def _pg_unnest(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], conflict: str) -> None:
-    """One statement for all rows: each column travels as one array, whatever the number of rows."""
-    cols = list(rows[0])
-    casts, arrays = _pg_arrays(table, rows, cols)
-    with driver(conn).cursor() as cur:
-        cur.execute(f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({casts}) {conflict}",
-                    arrays)
-
-
-def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """A plain INSERT of the rows (dicts of the same columns), in one statement on PostgreSQL: a statement
-    per row there also runs the table's statement triggers once per row."""
+def insert_rows(conn: Connection, table: Table, rows: Rows) -> None:
+    """A plain INSERT of the rows, in one statement on PostgreSQL: a statement per row there also runs the
+    table's statement triggers once per row."""
     if rows:
-        _insert(conn, table, rows, "")
+        _insert(conn, table, *_tuples(rows), "")
 
 
 def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], key: str = "id") -> None:
@@ -132,7 +141,7 @@ def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
     cols = [c for c in rows[0] if c != key]
     sets = ", ".join(f"{c} = u.{c}" for c in cols)
     if conn.dialect.name == "postgresql":
-        casts, arrays = _pg_arrays(table, rows, [key, *cols])
+        casts, arrays = _pg_arrays(table, [key, *cols], [(r[key], *(r[c] for c in cols)) for r in rows])
         with driver(conn).cursor() as cur:
             cur.execute(f"UPDATE {table.name} SET {sets} FROM unnest({casts}) AS u({key}, {', '.join(cols)}) "
                         f"WHERE {table.name}.{key} = u.{key}", arrays)
