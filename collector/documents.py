@@ -12,7 +12,7 @@ from decimal import Decimal
 from operator import attrgetter
 
 from collector import conventions as c
-from collector.model import CanonicalEvent
+from collector.model import Event
 
 
 def add_months(t: datetime, months: int) -> datetime:
@@ -24,7 +24,7 @@ def add_months(t: datetime, months: int) -> datetime:
 
 @dataclass
 class Order:
-    event: CanonicalEvent
+    event: Event
     at: datetime
     amount: Decimal
     currency: str | None
@@ -40,7 +40,7 @@ class Order:
 
 @dataclass
 class Invoice:
-    event: CanonicalEvent
+    event: Event
     id: str
     at: datetime
     issued: Decimal
@@ -71,7 +71,7 @@ class Invoice:
 
 @dataclass
 class Posting:
-    event: CanonicalEvent
+    event: Event
     id: str
     at: datetime
     amount: Decimal
@@ -84,7 +84,7 @@ class Posting:
 
 @dataclass
 class Payment:
-    event: CanonicalEvent
+    event: Event
     at: datetime
     kind: str
     amount: Decimal
@@ -115,15 +115,15 @@ class Documents:
 _sort_key = attrgetter("occurred_at", "source", "event_id")
 
 
-def assemble(events: Iterable[CanonicalEvent], duplicate_window: timedelta) -> Documents:
+def assemble(events: Iterable[Event], duplicate_window: timedelta) -> Documents:
     ordered = sorted(events, key=_sort_key)
     order = _order(ordered)
     invoices: dict[str, Invoice] = {}
     postings: dict[str, Posting] = {}
     payments: list[Payment] = []
-    voids: list[CanonicalEvent] = []
-    credits: list[CanonicalEvent] = []
-    reversals: list[CanonicalEvent] = []
+    voids: list[Event] = []
+    credits: list[Event] = []
+    reversals: list[Event] = []
     payment_invoice: dict[str, str] = {}
     for e in ordered:
         t = e.type
@@ -173,10 +173,10 @@ def assemble(events: Iterable[CanonicalEvent], duplicate_window: timedelta) -> D
     return Documents(order, invoices, postings, payments, ordered[-1].occurred_at if ordered else None)
 
 
-def _order(events: list[CanonicalEvent]) -> Order | None:
-    booked: list[CanonicalEvent] = []
-    amended: list[CanonicalEvent] = []
-    cancelled: list[CanonicalEvent] = []
+def _order(events: list[Event]) -> Order | None:
+    booked: list[Event] = []
+    amended: list[Event] = []
+    cancelled: list[Event] = []
     for e in events:
         t = e.type
         if t == c.ORDER_BOOKED:

@@ -24,7 +24,7 @@ from collector.documents import Documents, assemble
 from collector.ingest import record_claims, refs_of
 from collector.lag_buckets import deltas as lag_bucket_deltas
 from collector.lag_counts import LagCounts
-from collector.model import CanonicalEvent, from_stored
+from collector.model import Event, event_from_store
 from collector.money import show, to_micros
 from collector.pass_lock import pass_lock
 from collector.policy import Policy
@@ -75,11 +75,7 @@ class PassResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lags"}
 
 
-def load_event(body: str | bytes) -> CanonicalEvent:
-    return from_stored(orjson.loads(body))
-
-
-def orphan_scope(ev: CanonicalEvent) -> str:
+def orphan_scope(ev: Event) -> str:
     return f"~{ev.source}/{ev.event_id}"
 
 
@@ -101,7 +97,7 @@ class Examiner:
     def __init__(self, read_engine: Engine, policy: Policy):
         self.read_engine, self.policy = read_engine, policy
 
-    def assemble(self, evs: Sequence[CanonicalEvent]) -> Documents:
+    def assemble(self, evs: Sequence[Event]) -> Documents:
         return assemble(evs, self.policy.duplicate_window)
 
     def examine(self, keys: list[str], now_us: int, run: bool = False) -> _Examined:
@@ -126,9 +122,9 @@ class Examiner:
         wanted = set(keys)
         ex = _Examined({k: t for k, t in read("SELECT contract_key, token FROM dirty WHERE contract_key")
                         if k in wanted})
-        by_key: dict[str, list[CanonicalEvent]] = defaultdict(list)
+        by_key: dict[str, list[Event]] = defaultdict(list)
         for key, body in read("SELECT contract_key, body FROM events WHERE contract_key"):
-            by_key[key].append(load_event(body))
+            by_key[key].append(event_from_store(body))
         now = from_us(now_us)
         for key in keys:
             evs = by_key.get(key)
@@ -275,12 +271,12 @@ class Reconciler:
                 waiting.mark_reported(conn, part)
 
     @staticmethod
-    def _events_by_pk(conn: Connection, pks: list[int]) -> dict[int, CanonicalEvent]:
-        out: dict[int, CanonicalEvent] = {}
+    def _events_by_pk(conn: Connection, pks: list[int]) -> dict[int, Event]:
+        out: dict[int, Event] = {}
         for i in range(0, len(pks), CHUNK):
             q = select(events.c.id, events.c.body).where(among(conn, events.c.id, pks[i:i + CHUNK]))
             for pk, body in conn.execute(q):
-                out[pk] = load_event(body)
+                out[pk] = event_from_store(body)
         return out
 
     # -- one chunk of contracts

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine
 
 from collector import bulk, pg_ingest
 from collector import conventions as c
-from collector.model import CanonicalEvent
+from collector.model import CanonicalEvent, Event
 from collector.schema import dirty
 from collector.sqlutil import driver, upsert
 from collector.timeutil import to_us
@@ -31,7 +31,7 @@ class Stored:
     new: list[bool]
 
 
-def refs_of(ev: CanonicalEvent, contract_key: str) -> list[dict[str, str]]:
+def refs_of(ev: Event, contract_key: str) -> list[dict[str, str]]:
     """The claim this event makes: its own document's id belongs to this contract."""
     kind = OWNED_REF.get(ev.type)
     if kind is None or kind not in ev.refs:

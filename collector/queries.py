@@ -13,7 +13,8 @@ from sqlalchemy import Connection, Engine, func, select
 
 from collector import conventions as c
 from collector.documents import assemble
-from collector.evaluate import LAG_COLUMNS, load_event
+from collector.evaluate import LAG_COLUMNS
+from collector.model import canonical_from_store
 from collector.money import show, show_micros
 from collector.policy import Policy
 from collector.schema import contract_totals, contracts, events, mismatches
@@ -81,7 +82,7 @@ class Reads:
                 .order_by(mismatches.c.id)).all()
         if not bodies and not found:
             return None
-        evs = [load_event(b) for b in bodies]
+        evs = [canonical_from_store(b) for b in bodies]
         s = summarize(assemble(evs, self.policy.duplicate_window))
         stages = {name: None if st is None else {"at": rfc3339(to_us(st.at)), "amount": show(st.amount),
                                                   "currency": st.currency}

@@ -5,10 +5,10 @@ import gc
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
-from collector.evaluate import load_event
-from collector.model import EventError, parse_event
+from collector.model import Event, EventError, canonical_from_store, event_from_store, parse_event
 
 GOOD: dict[str, Any] = {"event_id": "e1", "source": "billing", "type": "invoice.issued",
                         "occurred_at": "2026-03-02T10:00:00+02:00", "contract_id": "C1", "amount": "1200.00",
@@ -27,9 +27,36 @@ def test_parsed_and_stored_events_are_left_out_of_garbage_collections() -> None:
     """A 10,000-event request or a chunk of a pass holds tens of thousands of events at once: the cyclic
     collector would walk each of them at every collection (collector/gc_policy.py)."""
     with_attributes = {**GOOD, "attributes": {"billing": {"interval": "month", "count": 12}}}
+    stored = parse_event(with_attributes).stored_json().decode()
     for ev in (parse_event(GOOD), parse_event({**GOOD, "sales_region": "emea"}), parse_event(with_attributes),
-               load_event(parse_event(with_attributes).stored_json())):
+               canonical_from_store(stored), event_from_store(stored)):
         assert not gc.is_tracked(ev)
+
+
+@pytest.mark.parametrize(("change", "quick"), [
+    ({}, True),
+    ({"attributes": {"billing": {"interval": "month", "count": 12}}, "due_at": "2026-04-01T00:00:00Z"}, True),
+    ({"occurred_at": "2026-03-02t10:00:00.25z", "refs": {"invoice_id": "I1", "order_id": "O1"}, "tax_amount": None},
+     True),
+    # Beyond the microsecond parse_time truncates, where msgspec would round (.123457) or overflow the year.
+    ({"occurred_at": "2026-03-02T10:00:00.1234569Z"}, False),
+    ({"due_at": "2026-04-01T00:00:00.9999999+01:00"}, False),
+    ({"occurred_at": "9999-12-31T23:59:59.9999999Z"}, False),
+    # An offset of 60 minutes, which parse_time takes as an hour and msgspec refuses.
+    ({"occurred_at": "2026-03-02T10:00:00+00:60"}, False),
+], ids=["plain", "attributes-and-due", "lower-case", "seven-decimals", "due-seven-decimals", "last-instant",
+        "minute-60"])
+def test_a_stored_event_reads_back_as_parsed_either_way(change: dict[str, Any], quick: bool) -> None:
+    """Reconciliation reads stored events the quick way (event_from_store), the API the long way; both must
+    give back the event as parse_event made it, to the microsecond."""
+    parsed = parse_event({k: v for k, v in {**GOOD, **change}.items() if v is not None})
+    stored = parsed.stored_json().decode()
+    fast, slow = event_from_store(stored), canonical_from_store(stored)
+    assert slow == msgspec.structs.replace(parsed, stored_form=None)
+    assert (type(fast) is Event) is quick  # else it took the long way
+    n = len(msgspec.structs.fields(Event))
+    assert msgspec.structs.astuple(fast)[:n] == msgspec.structs.astuple(parsed)[:n]
+    assert fast.occurred_at.utcoffset() == parsed.occurred_at.utcoffset()
 
 
 def test_unknown_fields_are_kept_in_attributes() -> None:
