@@ -60,7 +60,10 @@ def refresh_statistics(engine: Engine) -> list[str]:
     with engine.begin() as conn:
         due = analyze_due(conn)
         if due:
-            conn.exec_driver_sql("ANALYZE " + ", ".join(due))  # names from TABLES, never from outside
+            # SKIP_LOCKED: a table that a vacuum round (or another replica's pass) is analyzing now is left
+            # to it. Waiting for it held a pass, and every mismatch it would open, for the 5-14 s that round
+            # took at 1M contracts (detection p99 2.2 -> 7.6-9.1 s).
+            conn.exec_driver_sql("ANALYZE (SKIP_LOCKED) " + ", ".join(due))  # names from TABLES only
     return due
 
 
@@ -92,7 +95,9 @@ class Vacuum:
         conn.exec_driver_sql(f"SET vacuum_cost_limit = {COST_LIMIT}")
         self._pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         try:
-            conn.exec_driver_sql("VACUUM (ANALYZE) " + ", ".join(tables))  # names from TABLES only
+            # SKIP_LOCKED: a table a pass is analyzing waits for the next round, rather than the round
+            # waiting in the lock queue, where every later pass's ANALYZE of that table would wait behind it.
+            conn.exec_driver_sql("VACUUM (ANALYZE, SKIP_LOCKED) " + ", ".join(tables))  # names from TABLES only
         finally:  # the connection goes back to the pool
             self._pid = None
             conn.exec_driver_sql("RESET vacuum_cost_delay")
