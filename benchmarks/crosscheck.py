@@ -38,23 +38,31 @@ SELECT *, row_number() OVER (ORDER BY ts, source, event_id) AS seq FROM (
 """
 
 # Contract of every event: its contract_id, or the contract its refs name (invoice, order, posting, payment,
-# in that order), repeated while joins make more refs known.
-RESOLVE = [
-    "CREATE OR REPLACE TABLE ck AS SELECT seq, contract_id AS ck FROM ev",
-    """CREATE OR REPLACE TABLE refmap AS
-       SELECT kind, ref, min(ck) AS ck FROM (
-         SELECT 'invoice' AS kind, e.invoice_id AS ref, k.ck FROM ev e JOIN ck k USING (seq) WHERE k.ck IS NOT NULL
-         UNION ALL SELECT 'order', e.order_id, k.ck FROM ev e JOIN ck k USING (seq) WHERE k.ck IS NOT NULL
-         UNION ALL SELECT 'posting', e.posting_id, k.ck FROM ev e JOIN ck k USING (seq) WHERE k.ck IS NOT NULL
-         UNION ALL SELECT 'payment', e.payment_id, k.ck FROM ev e JOIN ck k USING (seq) WHERE k.ck IS NOT NULL)
-       WHERE ref IS NOT NULL GROUP BY kind, ref""",
-    """CREATE OR REPLACE TABLE ck AS
+# in that order). An event keeps the contract it has; rounds go on while the events resolved in a round
+# claim a ref the map lacks or name a lower contract for it (which would resolve more), and not longer.
+RESOLVE_FIRST = "CREATE OR REPLACE TABLE ck AS SELECT seq, contract_id AS ck FROM ev"
+_CLAIMS = """SELECT kind, ref, ck FROM (
+  UNPIVOT (SELECT k.ck, e.order_id AS "order", e.invoice_id AS invoice, e.posting_id AS posting,
+                  e.payment_id AS payment
+           FROM ev e JOIN {table} k USING (seq) WHERE k.ck IS NOT NULL)
+  ON "order", invoice, posting, payment INTO NAME kind VALUE ref)"""
+RESOLVE_ROUND = [
+    f"CREATE OR REPLACE TABLE refmap AS SELECT kind, ref, min(ck) AS ck FROM ({_CLAIMS.format(table='ck')}) "
+    "GROUP BY kind, ref",
+    """CREATE OR REPLACE TABLE ck_next AS
        SELECT k.seq, coalesce(k.ck, i.ck, o.ck, p.ck, y.ck) AS ck FROM ck k JOIN ev e USING (seq)
        LEFT JOIN refmap i ON i.kind = 'invoice' AND i.ref = e.invoice_id
        LEFT JOIN refmap o ON o.kind = 'order' AND o.ref = e.order_id
        LEFT JOIN refmap p ON p.kind = 'posting' AND p.ref = e.posting_id
        LEFT JOIN refmap y ON y.kind = 'payment' AND y.ref = e.payment_id""",
+    """CREATE OR REPLACE TABLE resolved AS
+       SELECT n.seq, n.ck FROM ck_next n JOIN ck k USING (seq) WHERE k.ck IS NULL AND n.ck IS NOT NULL""",
+    "DROP TABLE ck",
+    "ALTER TABLE ck_next RENAME TO ck",
 ]
+RESOLVE_GROWS = f"""SELECT count(*) FROM ({_CLAIMS.format(table='resolved')}) c
+  LEFT JOIN refmap m USING (kind, ref) WHERE m.ck IS NULL OR c.ck < m.ck"""
+MAX_ROUNDS = 32
 
 DOCUMENTS = [
     "CREATE OR REPLACE TABLE e AS SELECT ev.*, ck.ck FROM ev JOIN ck USING (seq) WHERE ck.ck IS NOT NULL",
@@ -215,6 +223,7 @@ class CrossCheck:
     def __init__(self, shards: Sequence[Path], memory_limit: str = "6GB"):
         self.db = duckdb.connect(config={"memory_limit": memory_limit})
         self.db.execute("SET TimeZone = 'UTC'")
+        self.rounds = 0
         started = time.perf_counter()
         files = "[" + ", ".join(f"'{p}'" for p in shards) + "]"
         self.db.execute(LOAD.replace("{files}", files))
@@ -225,11 +234,7 @@ class CrossCheck:
     def counts(self, now: datetime) -> tuple[dict[str, int], float]:
         """Open mismatches per kind at `now`, and the seconds the join took."""
         started = time.perf_counter()
-        for stmt in RESOLVE[:1]:
-            self.db.execute(stmt)
-        for _ in range(4):  # a refs-only event can make another's refs known; four rounds reach every chain
-            for stmt in RESOLVE[1:]:
-                self.db.execute(stmt)
+        self.rounds = self._resolve()
         for stmt in DOCUMENTS:
             self.db.execute(stmt)
         # A literal rather than a parameter: DuckDB binds none inside CREATE TABLE ... AS.
@@ -241,6 +246,17 @@ class CrossCheck:
             row = self.db.execute(q.replace("$now", stamp)).fetchone()
             out[kind] = int(row[0]) if row and row[0] is not None else 0
         return dict(sorted(out.items())), time.perf_counter() - started
+
+    def _resolve(self) -> int:
+        """Give every event its contract; the number of rounds it took."""
+        self.db.execute(RESOLVE_FIRST)
+        for rounds in range(1, MAX_ROUNDS + 1):
+            for stmt in RESOLVE_ROUND:
+                self.db.execute(stmt)
+            row = self.db.execute(RESOLVE_GROWS).fetchone()
+            if not row or not row[0]:
+                return rounds
+        raise RuntimeError(f"the contracts of the events did not settle in {MAX_ROUNDS} rounds")
 
     def close(self) -> None:
         self.db.close()
