@@ -37,6 +37,7 @@ from collector.sqlutil import (
     driver_rows_among,
     driver_rows_between,
     insert_rows,
+    insert_tuples,
     update_rows,
     upsert,
     upsert_tuples,
@@ -366,7 +367,10 @@ _compared = itemgetter(*(i for i, name in enumerate(CONTRACT_COLUMNS) if name !=
 def write_contracts(conn: Connection, rows: list[tuple[Any, ...]], prev: dict[str, Sequence[Any]]) -> None:
     """Write these contracts' rows (in CONTRACT_COLUMNS order) over their stored ones `prev`, and what they
     change of the totals read beside them: money by currency and stage, lags by bucket."""
-    upsert_tuples(conn, contracts, CONTRACT_COLUMNS, rows, ["contract_key"])
+    # Only a pass writes contracts, one pass at a time (pass_lock), and none is ever deleted: a key absent
+    # from `prev`, read in this transaction, is absent until it commits.
+    insert_tuples(conn, contracts, CONTRACT_COLUMNS, [r for r in rows if r[0] not in prev])
+    upsert_tuples(conn, contracts, CONTRACT_COLUMNS, [r for r in rows if r[0] in prev], ["contract_key"])
     add_to(conn, contract_totals, _total_deltas(rows, prev), ["currency", "stage"])
     add_to(conn, lag_buckets, lag_bucket_deltas(_lag_changes(rows, prev)), ["hop", "bucket"])
 
