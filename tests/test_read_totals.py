@@ -116,6 +116,23 @@ def test_lag_percentiles_from_buckets_equal_nearest_rank_as_the_pass_writes_and_
         _check(engine)
 
 
+def test_contract_rows_read_back_exactly_as_written_then_rewritten_whatever_their_text(engine: Engine) -> None:
+    # New rows take COPY on PostgreSQL, whose text form escapes tabs, newlines and backslashes and spells
+    # NULL as \N; rewritten ones take the upsert.
+    odd = ["K\tтаб", "K\nline", "K\\N", "\\N", "K 'quoted' \"too\"", "K€ü😀"]
+    entity = CONTRACT_COLUMNS.index("entity")
+    rows = [(*r[:entity], r[0][::-1], *r[entity + 1:]) for r in (_row(k, lag_order_to_invoice=1 / 3) for k in odd)]
+    with engine.begin() as conn:
+        write_contracts(conn, rows, {})
+    assert _stored(engine) == {r[0]: r for r in rows}
+    at = CONTRACT_COLUMNS.index("lag_invoice_to_posting")
+    moved = [(*r[:at], 2 ** 0.5, *r[at + 1:]) for r in rows]
+    with engine.begin() as conn:
+        write_contracts(conn, moved, {r[0]: r for r in rows})
+    assert _stored(engine) == {r[0]: r for r in moved}
+    _check(engine)
+
+
 def _stored(engine: Engine) -> dict[str, tuple[Any, ...]]:
     with engine.connect() as conn:
         return {r[0]: tuple(r) for r in conn.execute(select(*(contracts.c[n] for n in CONTRACT_COLUMNS)))}
