@@ -11,18 +11,16 @@ import psycopg
 from sqlalchemy import Connection, Table
 
 from collector.schema import events, ref_map
-from collector.sqlutil import driver, sqlite_many, sqlite_rows
+from collector.sqlutil import driver, pg_copy, sqlite_many, sqlite_rows
 
 _event_key = itemgetter(0, 1)  # (source, event_id) of an EVENT_COLUMNS row
 CHUNK = 2000  # values per IN (...): few statements, well under every driver's parameter limit
 EVENT_COLUMNS = ("source", "event_id", "type", "at_us", "contract_key", "received_us", "body")
 _SQLITE_INSERT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
                   f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) ON CONFLICT (source, event_id) DO NOTHING")
-_PG_COPY_CLAIMS = "COPY ref_map (kind, ref, contract_key) FROM STDIN"
-_PG_COPY_DIRECT = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+CLAIM_COLUMNS = ("kind", "ref", "contract_key")
 _PG_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS incoming_events ({', '.join(EVENT_COLUMNS)}) "
              "ON COMMIT DELETE ROWS AS SELECT " + ", ".join(EVENT_COLUMNS) + " FROM events WITH NO DATA")
-_PG_COPY = f"COPY incoming_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 _PG_MOVE = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) SELECT {', '.join(EVENT_COLUMNS)} FROM incoming_events "
             "ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id")
 
@@ -85,9 +83,8 @@ def _pg_add_claims(conn: Connection, rows: Sequence[tuple[str, str, str]]) -> No
     where the first claim stays. Rows come in key order (keep_claims), so two rounds never deadlock."""
     pg = driver(conn)
     try:
-        with pg.transaction(), pg.cursor() as cur, cur.copy(_PG_COPY_CLAIMS) as copy:
-            for row in rows:
-                copy.write_row(row)
+        with pg.transaction(), pg.cursor() as cur:
+            pg_copy(cur, ref_map, CLAIM_COLUMNS, rows)
         return
     except psycopg.errors.UniqueViolation:
         pass
@@ -127,17 +124,14 @@ def _pg_insert_events(pg: Any, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str
     order, never in a cycle."""
     rows = sorted(rows, key=_event_key)
     try:
-        with pg.transaction(), pg.cursor() as cur, cur.copy(_PG_COPY_DIRECT) as copy:
-            for row in rows:
-                copy.write_row(row)
+        with pg.transaction(), pg.cursor() as cur:
+            pg_copy(cur, events, EVENT_COLUMNS, rows)
         return {(r[0], r[1]) for r in rows}
     except psycopg.errors.UniqueViolation:
         pass
     with pg.cursor() as cur:
         cur.execute(_PG_STAGE)
-        with cur.copy(_PG_COPY) as copy:
-            for row in rows:
-                copy.write_row(row)
+        pg_copy(cur, events, EVENT_COLUMNS, rows, into="incoming_events")
         cur.execute(_PG_MOVE)
         inserted = {(s, e) for s, e in cur.fetchall()}
         cur.execute("DELETE FROM incoming_events")  # ON COMMIT clears it too; a retry in this txn must not see it

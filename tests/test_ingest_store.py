@@ -28,6 +28,10 @@ BATCHES: list[list[dict[str, Any]]] = [
     [invoice("C4", refs={"invoice_id": "X-1"}), invoice("C5", refs={"invoice_id": "X-1"}),
      payment(None, owner="X", refs={"invoice_id": "X-1"}, at=T0 + H)],
     [payment(None, owner="C7", refs={"order_id": "C2-O", "payment_id": "C7-Y1"})],
+    # Text that COPY's text form would have to escape (tab, newline, backslash, "\\N") and non-ASCII, in
+    # ids, refs and attributes.
+    [order("C\t8\\N", system="S\t1\\", attributes={"note": "a\tb\nc\\N 'q' \"dq\" 😀"}),
+     invoice("C\t8\\N", entity="É\n\\", refs={"order_id": "C\t8\\N-O", "invoice_id": "I\\8\n€"})],
 ]
 
 
