@@ -117,8 +117,8 @@ def test_lag_percentiles_from_buckets_equal_nearest_rank_as_the_pass_writes_and_
 
 
 def test_contract_rows_read_back_exactly_as_written_then_rewritten_whatever_their_text(engine: Engine) -> None:
-    # New rows take COPY on PostgreSQL, whose text form escapes tabs, newlines and backslashes and spells
-    # NULL as \N; rewritten ones take the upsert.
+    # New rows take COPY on PostgreSQL, whose text form would have to escape tabs, newlines and backslashes
+    # and tell NULL from a literal \N (the binary form escapes nothing); rewritten ones take the upsert.
     odd = ["K\tтаб", "K\nline", "K\\N", "\\N", "K 'quoted' \"too\"", "K€ü😀"]
     entity = CONTRACT_COLUMNS.index("entity")
     rows = [(*r[:entity], r[0][::-1], *r[entity + 1:]) for r in (_row(k, lag_order_to_invoice=1 / 3) for k in odd)]
